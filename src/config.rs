@@ -1,0 +1,554 @@
+//! Typed configuration with embedded defaults and validation.
+//!
+//! Every key has a default, so `gridedge run` with no file runs a loopback-only daemon with its
+//! state under `./state`. Unknown keys are refused (a typo must not silently fall back to a
+//! default), and [`Config::validate`] names the offending key in every error.
+//! `config/gridedge.toml` documents each key; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::sip::digest::Algorithm;
+
+/// A configuration problem, always naming the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogConfig,
+    pub state: StateConfig,
+    pub http: HttpConfig,
+    pub sip: SipConfig,
+    /// Extensions seeded into the store at start-up and on reload. Passwords given here are
+    /// hashed into per-algorithm HA1 values before they reach the store.
+    pub extensions: Vec<ExtensionSeed>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter directive, e.g. `info` or `info,gridedge::sip=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory holding `gridedge.db`, the nonce secret and `listeners.json`. systemd's
+    /// `StateDirectory=` points this at /var/lib/gridedge.
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("state"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Simultaneous HTTP connections; further connections wait for a slot.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8088".parse().expect("static address"),
+            max_connections: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Digest realm offered in challenges. HA1 values are bound to it, so changing it requires
+    /// re-seeding passwords.
+    pub realm: String,
+    /// Domains this registrar is responsible for (the To host of a REGISTER). Empty accepts any.
+    pub domains: Vec<String>,
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub ws: Vec<SocketAddr>,
+    /// TLS and WSS listeners start only when `tls_cert` and `tls_key` are set.
+    pub tls: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub max_message_bytes: usize,
+    pub max_headers: usize,
+    /// Open TCP/TLS/WS/WSS connections across all stream listeners.
+    pub max_connections: usize,
+    /// A stream connection with no traffic for this long is closed (keep-alives count).
+    pub idle_timeout_secs: u64,
+    pub min_expires_secs: u32,
+    pub max_expires_secs: u32,
+    pub default_expires_secs: u32,
+    pub max_contacts_per_aor: usize,
+    /// Send OPTIONS to UDP contacts this often and drop bindings that stop answering; 0 = off.
+    pub qualify_interval_secs: u64,
+    /// How often bindings changed in memory are written to the store (write-behind).
+    pub persist_interval_ms: u64,
+    pub auth: AuthConfig,
+    pub guard: GuardSettings,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let lo = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            realm: "gridedge".into(),
+            domains: Vec::new(),
+            udp: vec![lo(5060)],
+            tcp: vec![lo(5060)],
+            ws: vec![lo(5066)],
+            tls: vec![lo(5061)],
+            wss: vec![lo(7443)],
+            tls_cert: None,
+            tls_key: None,
+            max_message_bytes: 65_535,
+            max_headers: 128,
+            max_connections: 10_000,
+            idle_timeout_secs: 300,
+            min_expires_secs: 60,
+            max_expires_secs: 3600,
+            default_expires_secs: 3600,
+            max_contacts_per_aor: 10,
+            qualify_interval_secs: 0,
+            persist_interval_ms: 200,
+            auth: AuthConfig::default(),
+            guard: GuardSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Challenge algorithms in preference order: `SHA-256`, `SHA-512-256`, `MD5`.
+    pub algorithms: Vec<String>,
+    pub nonce_lifetime_secs: u64,
+    /// Refuse RFC 2069 responses without `qop` (they carry no nonce count, so no replay check).
+    pub require_qop: bool,
+    /// Bound on the nonce-count replay table.
+    pub max_tracked_nonces: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
+            nonce_lifetime_secs: 300,
+            require_qop: true,
+            max_tracked_nonces: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    pub enabled: bool,
+    pub window_secs: u64,
+    pub max_requests: u32,
+    pub ban_secs: u64,
+    pub auth_failure_limit: u32,
+    pub auth_failure_window_secs: u64,
+    pub auth_ban_secs: u64,
+    /// Sources never rate-limited or banned: the softswitch, trunks, monitoring.
+    pub allow: Vec<IpNet>,
+    /// Case-insensitive User-Agent substrings dropped without an answer.
+    pub scanner_user_agents: Vec<String>,
+    pub max_tracked: usize,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_secs: 2,
+            max_requests: 16,
+            ban_secs: 300,
+            auth_failure_limit: 5,
+            auth_failure_window_secs: 60,
+            auth_ban_secs: 900,
+            allow: Vec::new(),
+            scanner_user_agents: [
+                "friendly",
+                "scanner",
+                "sipcli",
+                "sipvicious",
+                "vaxsipuseragent",
+                "pplsip",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// One `[[extensions]]` entry: either a plaintext password (hashed on load) or ready HA1 values.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtensionSeed {
+    pub user: String,
+    pub password: Option<String>,
+    pub ha1_md5: Option<String>,
+    pub ha1_sha256: Option<String>,
+    pub ha1_sha512_256: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+// Hand-written so a password or HA1 never reaches a log line through `{:?}`.
+impl std::fmt::Debug for ExtensionSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtensionSeed")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text (the path in errors is `<config>`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field and range checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        if self.state.dir.as_os_str().is_empty() {
+            return Err(invalid("state.dir", "must not be empty"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        let s = &self.sip;
+        if s.realm.is_empty() || s.realm.contains(['"', '\\', '\r', '\n']) {
+            return Err(invalid(
+                "sip.realm",
+                "must be non-empty and contain no quotes, backslashes or line breaks",
+            ));
+        }
+        if s.udp.is_empty() && s.tcp.is_empty() && s.ws.is_empty() && !self.tls_enabled() {
+            return Err(invalid(
+                "sip.udp",
+                "no SIP listener configured (udp, tcp, ws, tls and wss are all empty)",
+            ));
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            let key = if s.tls_cert.is_some() {
+                "sip.tls_key"
+            } else {
+                "sip.tls_cert"
+            };
+            return Err(invalid(key, "tls_cert and tls_key must be set together"));
+        }
+        if !(512..=1_048_576).contains(&s.max_message_bytes) {
+            return Err(invalid(
+                "sip.max_message_bytes",
+                "must be between 512 and 1048576",
+            ));
+        }
+        if !(16..=4096).contains(&s.max_headers) {
+            return Err(invalid("sip.max_headers", "must be between 16 and 4096"));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid("sip.max_connections", "must be at least 1"));
+        }
+        if s.idle_timeout_secs == 0 {
+            return Err(invalid("sip.idle_timeout_secs", "must be at least 1"));
+        }
+        if s.min_expires_secs == 0 {
+            return Err(invalid("sip.min_expires_secs", "must be at least 1"));
+        }
+        if s.min_expires_secs > s.max_expires_secs {
+            return Err(invalid(
+                "sip.min_expires_secs",
+                format!(
+                    "{} exceeds sip.max_expires_secs ({})",
+                    s.min_expires_secs, s.max_expires_secs
+                ),
+            ));
+        }
+        if !(s.min_expires_secs..=s.max_expires_secs).contains(&s.default_expires_secs) {
+            return Err(invalid(
+                "sip.default_expires_secs",
+                "must lie between sip.min_expires_secs and sip.max_expires_secs",
+            ));
+        }
+        if s.max_contacts_per_aor == 0 {
+            return Err(invalid("sip.max_contacts_per_aor", "must be at least 1"));
+        }
+        if !(10..=60_000).contains(&s.persist_interval_ms) {
+            return Err(invalid(
+                "sip.persist_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        self.digest_algorithms()?;
+        if s.auth.nonce_lifetime_secs < 10 {
+            return Err(invalid(
+                "sip.auth.nonce_lifetime_secs",
+                "must be at least 10",
+            ));
+        }
+        if s.auth.max_tracked_nonces < 1000 {
+            return Err(invalid(
+                "sip.auth.max_tracked_nonces",
+                "must be at least 1000",
+            ));
+        }
+        let g = &s.guard;
+        for (key, v) in [
+            ("sip.guard.window_secs", g.window_secs),
+            ("sip.guard.ban_secs", g.ban_secs),
+            (
+                "sip.guard.auth_failure_window_secs",
+                g.auth_failure_window_secs,
+            ),
+            ("sip.guard.auth_ban_secs", g.auth_ban_secs),
+            ("sip.guard.max_requests", u64::from(g.max_requests)),
+            (
+                "sip.guard.auth_failure_limit",
+                u64::from(g.auth_failure_limit),
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if g.max_tracked < 16 {
+            return Err(invalid("sip.guard.max_tracked", "must be at least 16"));
+        }
+        self.validate_extensions()
+    }
+
+    fn validate_extensions(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in self.extensions.iter().enumerate() {
+            let key = |field: &str| format!("extensions[{i}].{field}");
+            if e.user.is_empty() || e.user.len() > 64 || !e.user.bytes().all(is_user_char) {
+                return Err(invalid(
+                    key("user"),
+                    "must be 1-64 characters of letters, digits and -_.!~*'()&=+$,;?/",
+                ));
+            }
+            if !seen.insert(e.user.as_str()) {
+                return Err(invalid(
+                    key("user"),
+                    format!("duplicate extension {}", e.user),
+                ));
+            }
+            let has_ha1 =
+                e.ha1_md5.is_some() || e.ha1_sha256.is_some() || e.ha1_sha512_256.is_some();
+            match (&e.password, has_ha1) {
+                (Some(p), false) if p.is_empty() => {
+                    return Err(invalid(key("password"), "must not be empty"))
+                }
+                (Some(_), false) | (None, true) => {}
+                (Some(_), true) => {
+                    return Err(invalid(
+                        key("password"),
+                        "give either password or ha1_* values, not both",
+                    ))
+                }
+                (None, false) => {
+                    return Err(invalid(
+                        key("password"),
+                        "missing: give password or ha1_* values",
+                    ))
+                }
+            }
+            for (field, v, len) in [
+                ("ha1_md5", &e.ha1_md5, 32),
+                ("ha1_sha256", &e.ha1_sha256, 64),
+                ("ha1_sha512_256", &e.ha1_sha512_256, 64),
+            ] {
+                if let Some(v) = v {
+                    if v.len() != len || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(invalid(key(field), format!("must be {len} hex digits")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured challenge algorithms, parsed.
+    pub fn digest_algorithms(&self) -> Result<Vec<Algorithm>, ConfigError> {
+        let algs = &self.sip.auth.algorithms;
+        if algs.is_empty() {
+            return Err(invalid(
+                "sip.auth.algorithms",
+                "must list at least one of SHA-256, SHA-512-256, MD5",
+            ));
+        }
+        let mut out = Vec::with_capacity(algs.len());
+        for a in algs {
+            let alg = Algorithm::parse(a)
+                .filter(|(_, sess)| !sess)
+                .map(|(alg, _)| alg)
+                .ok_or_else(|| {
+                    invalid(
+                        "sip.auth.algorithms",
+                        format!("unsupported algorithm {a:?} (use SHA-256, SHA-512-256 or MD5)"),
+                    )
+                })?;
+            if out.contains(&alg) {
+                return Err(invalid("sip.auth.algorithms", format!("{a} listed twice")));
+            }
+            out.push(alg);
+        }
+        Ok(out)
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.sip.tls_cert.is_some()
+            && self.sip.tls_key.is_some()
+            && !(self.sip.tls.is_empty() && self.sip.wss.is_empty())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state.dir.join("gridedge.db")
+    }
+}
+
+/// RFC 3261 `user` characters (unreserved and user-unreserved), minus escapes.
+fn is_user_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid_and_loopback_only() {
+        let cfg = Config::parse("").unwrap();
+        assert!(cfg.http.listen.ip().is_loopback());
+        for a in cfg.sip.udp.iter().chain(&cfg.sip.tcp).chain(&cfg.sip.ws) {
+            assert!(a.ip().is_loopback(), "{a} is not loopback");
+        }
+        assert!(!cfg.tls_enabled());
+        assert_eq!(cfg.sip.guard.max_requests, 16);
+        assert_eq!(cfg.sip.guard.ban_secs, 300);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let e = err("[sip]\nrelam = \"x\"\n");
+        assert!(e.contains("relam"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = err("[sip]\nmin_expires_secs = \"sixty\"\n");
+        assert!(e.contains("min_expires_secs"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_errors_name_the_key() {
+        assert!(err("[sip]\nmin_expires_secs = 4000\n").starts_with("sip.min_expires_secs"));
+        assert!(err("[sip]\ndefault_expires_secs = 10\n").starts_with("sip.default_expires_secs"));
+        assert!(err("[sip.auth]\nalgorithms = [\"SHA-1\"]\n").starts_with("sip.auth.algorithms"));
+        assert!(err("[sip.auth]\nalgorithms = []\n").starts_with("sip.auth.algorithms"));
+        assert!(err("[sip]\ntls_cert = \"/x.pem\"\n").starts_with("sip.tls_key"));
+        assert!(err("[log]\nlevel = \"info,=[\"\n").starts_with("log.level"));
+        assert!(err("[sip.guard]\nmax_requests = 0\n").starts_with("sip.guard.max_requests"));
+        assert!(err("[sip]\nudp=[]\ntcp=[]\nws=[]\n").starts_with("sip.udp"));
+    }
+
+    #[test]
+    fn extension_errors_name_the_entry() {
+        assert!(err("[[extensions]]\nuser = \"1001\"\n").starts_with("extensions[0].password"));
+        let dup = "[[extensions]]\nuser=\"1\"\npassword=\"a\"\n[[extensions]]\nuser=\"1\"\npassword=\"b\"\n";
+        assert!(err(dup).starts_with("extensions[1].user"));
+        assert!(
+            err("[[extensions]]\nuser=\"a b\"\npassword=\"x\"\n").starts_with("extensions[0].user")
+        );
+        assert!(err("[[extensions]]\nuser=\"1\"\nha1_md5=\"zz\"\n")
+            .starts_with("extensions[0].ha1_md5"));
+    }
+
+    #[test]
+    fn extension_debug_redacts_password() {
+        let cfg = Config::parse("[[extensions]]\nuser=\"1001\"\npassword=\"hunter2\"\n").unwrap();
+        let dbg = format!("{:?}", cfg.extensions);
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+}

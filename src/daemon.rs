@@ -1,0 +1,477 @@
+//! Wiring: builds every component from the config, binds listeners, spawns tasks, talks to
+//! systemd, reloads on SIGHUP and shuts down gracefully on SIGTERM/SIGINT.
+//!
+//! Start-up order matters: store → credentials → bindings restored → listeners bound →
+//! `listeners.json` written → ready (HTTP `/readyz` and sd_notify READY=1). Shutdown reverses
+//! it: not ready → stop accepting → flush write-behind state → exit.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::api::{self, ApiState};
+use crate::clock::Now;
+use crate::config::{Config, LogFormat};
+use crate::metrics::Metrics;
+use crate::sip::credentials::{Credential, CredentialTable};
+use crate::sip::digest::{DigestConfig, NonceKey, Verifier};
+use crate::sip::endpoint::Endpoint;
+use crate::sip::guard::{Guard, GuardConfig};
+use crate::sip::message::Limits;
+use crate::sip::registrar::{Registrar, RegistrarConfig};
+use crate::sip::server::SipServer;
+use crate::sip::transport::{self, stream::StreamContext};
+use crate::store::{Durability, Store};
+
+/// Lets SIGHUP change the log filter of the running subscriber.
+pub type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Installs the global tracing subscriber (text or JSON) and returns the filter's reload handle.
+pub fn init_logging(cfg: &Config) -> LogHandle {
+    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match cfg.log.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+    }
+    handle
+}
+
+/// Addresses actually bound, written to `{state}/listeners.json` so tests and tooling can find
+/// ephemeral ports.
+#[derive(Debug, Default, Serialize)]
+pub struct BoundAddrs {
+    pub http: Option<SocketAddr>,
+    pub sip: SipAddrs,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SipAddrs {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub ws: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
+}
+
+fn registrar_config(cfg: &Config) -> RegistrarConfig {
+    RegistrarConfig {
+        domains: cfg
+            .sip
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect::<HashSet<_>>(),
+        min_expires: cfg.sip.min_expires_secs,
+        max_expires: cfg.sip.max_expires_secs,
+        default_expires: cfg.sip.default_expires_secs,
+        max_contacts: cfg.sip.max_contacts_per_aor,
+    }
+}
+
+fn digest_config(cfg: &Config) -> anyhow::Result<DigestConfig> {
+    Ok(DigestConfig {
+        realm: cfg.sip.realm.clone(),
+        algorithms: cfg.digest_algorithms()?,
+        nonce_lifetime_secs: cfg.sip.auth.nonce_lifetime_secs,
+        max_tracked_nonces: cfg.sip.auth.max_tracked_nonces,
+        require_qop: cfg.sip.auth.require_qop,
+    })
+}
+
+fn guard_config(cfg: &Config) -> GuardConfig {
+    let g = &cfg.sip.guard;
+    GuardConfig {
+        enabled: g.enabled,
+        window: Duration::from_secs(g.window_secs),
+        max_requests: g.max_requests,
+        ban: Duration::from_secs(g.ban_secs),
+        auth_failure_limit: g.auth_failure_limit,
+        auth_failure_window: Duration::from_secs(g.auth_failure_window_secs),
+        auth_ban: Duration::from_secs(g.auth_ban_secs),
+        allow: g.allow.clone(),
+        scanner_user_agents: g.scanner_user_agents.clone(),
+        max_tracked: g.max_tracked,
+    }
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        max_message_bytes: cfg.sip.max_message_bytes,
+        max_headers: cfg.sip.max_headers,
+        ..Limits::default()
+    }
+}
+
+/// Hashes the config's `[[extensions]]` into the store and returns the store's credential table.
+fn seed_and_load_credentials(
+    store: &mut Store,
+    cfg: &Config,
+    now_unix: u64,
+) -> anyhow::Result<CredentialTable> {
+    let realm = &cfg.sip.realm;
+    let seeds: Vec<(String, Credential)> = cfg
+        .extensions
+        .iter()
+        .map(|e| {
+            let mut c = match &e.password {
+                Some(pw) => Credential::from_password(&e.user, realm, pw),
+                None => Credential {
+                    ha1_md5: e.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()),
+                    ha1_sha256: e.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+                    ha1_sha512_256: e.ha1_sha512_256.as_ref().map(|h| h.to_ascii_lowercase()),
+                    enabled: true,
+                },
+            };
+            c.enabled = e.enabled.unwrap_or(true);
+            (e.user.clone(), c)
+        })
+        .collect();
+    store
+        .seed_extensions(realm, &seeds, now_unix)
+        .context("seeding extensions")?;
+    Ok(store.load_credentials(realm)?)
+}
+
+/// The nonce key persists across restarts so outstanding challenges stay valid.
+fn nonce_key(store: &Store) -> anyhow::Result<NonceKey> {
+    if let Some(bytes) = store.meta_get("nonce_key")? {
+        if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(NonceKey::from_bytes(arr));
+        }
+        tracing::warn!("stored nonce key has the wrong length; generating a new one");
+    }
+    let mut arr = [0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut arr);
+    store.meta_set("nonce_key", &arr)?;
+    Ok(NonceKey::from_bytes(arr))
+}
+
+fn write_listeners(dir: &Path, bound: &BoundAddrs) -> anyhow::Result<()> {
+    let path = dir.join("listeners.json");
+    let tmp = dir.join("listeners.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(bound)?)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn notify(state: sd_notify::NotifyState<'_>) {
+    // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> anyhow::Result<()> {
+    let now = Now::system();
+    std::fs::create_dir_all(&cfg.state.dir)
+        .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
+    let mut store = Store::open(&cfg.db_path(), Durability::Normal).context("opening the store")?;
+    let credentials = Arc::new(seed_and_load_credentials(
+        &mut store,
+        &cfg,
+        now.unix_secs(),
+    )?);
+    let key = nonce_key(&store)?;
+    let restored = store.load_bindings(now.unix_secs())?;
+
+    let metrics = Arc::new(Metrics::new());
+    let verifier = Verifier::new(digest_config(&cfg)?, key);
+    let mut registrar = Registrar::new(registrar_config(&cfg), verifier, Arc::clone(&credentials));
+    let mut kept = 0usize;
+    for (aor, binding) in restored {
+        if credentials.get(&aor).is_some_and(|c| c.enabled)
+            && registrar
+                .location_mut()
+                .restore(aor, binding, now.unix_secs())
+        {
+            kept += 1;
+        }
+    }
+    tracing::info!(
+        extensions = credentials.len(),
+        bindings_restored = kept,
+        "store loaded"
+    );
+    let endpoint = Endpoint::new(Guard::new(guard_config(&cfg)), registrar, limits(&cfg));
+    let server = SipServer::new(endpoint, Arc::clone(&metrics));
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut bound = BoundAddrs::default();
+
+    // HTTP first, so /healthz answers while SIP comes up.
+    let api_state = Arc::new(ApiState {
+        metrics: Arc::clone(&metrics),
+        ready: Default::default(),
+    });
+    let http = TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
+    bound.http = Some(http.local_addr()?);
+    {
+        let router = api::router(Arc::clone(&api_state));
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(http, router)
+                .with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+    }
+
+    // SIP listeners.
+    let workers = worker_threads();
+    for addr in &cfg.sip.udp {
+        let sock = Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("sip.udp: cannot bind {addr}"))?,
+        );
+        bound.sip.udp.push(sock.local_addr()?);
+        // Several receivers per socket let a multi-threaded runtime spread datagrams.
+        for _ in 0..workers {
+            tasks.spawn(transport::udp::serve(
+                Arc::clone(&sock),
+                Arc::clone(&server),
+                cfg.sip.max_message_bytes,
+                shutdown.clone(),
+            ));
+        }
+    }
+    let ctx = StreamContext {
+        server: Arc::clone(&server),
+        limits: limits(&cfg),
+        connections: Arc::new(Semaphore::new(cfg.sip.max_connections)),
+        idle_timeout: Duration::from_secs(cfg.sip.idle_timeout_secs),
+        shutdown: shutdown.clone(),
+    };
+    for addr in &cfg.sip.tcp {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sip.tcp: cannot bind {addr}"))?;
+        bound.sip.tcp.push(l.local_addr()?);
+        tasks.spawn(transport::stream::serve(l, None, ctx.clone()));
+    }
+    for addr in &cfg.sip.ws {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sip.ws: cannot bind {addr}"))?;
+        bound.sip.ws.push(l.local_addr()?);
+        tasks.spawn(transport::ws::serve(l, None, ctx.clone()));
+    }
+    if cfg.tls_enabled() {
+        let (cert, key) = (cfg.sip.tls_cert.as_deref(), cfg.sip.tls_key.as_deref());
+        let acceptor =
+            transport::tls::acceptor(cert.unwrap_or(Path::new("")), key.unwrap_or(Path::new("")))?;
+        for addr in &cfg.sip.tls {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("sip.tls: cannot bind {addr}"))?;
+            bound.sip.tls.push(l.local_addr()?);
+            tasks.spawn(transport::stream::serve(
+                l,
+                Some(acceptor.clone()),
+                ctx.clone(),
+            ));
+        }
+        for addr in &cfg.sip.wss {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("sip.wss: cannot bind {addr}"))?;
+            bound.sip.wss.push(l.local_addr()?);
+            tasks.spawn(transport::ws::serve(l, Some(acceptor.clone()), ctx.clone()));
+        }
+    }
+
+    tasks.spawn(Arc::clone(&server).run_sweeper(shutdown.clone()));
+    let persister = {
+        let server = Arc::clone(&server);
+        let token = shutdown.clone();
+        let interval = Duration::from_millis(cfg.sip.persist_interval_ms);
+        std::thread::Builder::new()
+            .name("gridedge-persist".into())
+            .spawn(move || server.run_persister(store, interval, token))?
+    };
+
+    write_listeners(&cfg.state.dir, &bound)?;
+    api_state.ready.store(true, Ordering::Release);
+    metrics.ready.set(1);
+    tracing::info!(listeners = %serde_json::to_string(&bound).unwrap_or_default(), "gridedge ready");
+    notify(sd_notify::NotifyState::Ready);
+    tasks.spawn(watchdog(Arc::clone(&server), shutdown.clone()));
+
+    let mut cfg = cfg;
+    wait_for_signals(&mut cfg, config_path.as_deref(), &server, &log).await;
+
+    tracing::info!("shutting down");
+    notify(sd_notify::NotifyState::Stopping);
+    api_state.ready.store(false, Ordering::Release);
+    metrics.ready.set(0);
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10 s");
+    }
+    // The persister flushes whatever is still queued before it returns.
+    tokio::task::spawn_blocking(move || persister.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .context("write-behind persister panicked")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn worker_threads() -> usize {
+    std::env::var("GRIDEDGE_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// Builds the Tokio runtime with `GRIDEDGE_WORKER_THREADS` workers (default: one per CPU).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .thread_name("gridedge-worker")
+        .enable_all()
+        .build()
+}
+
+/// Pings the systemd watchdog only while the SIP core's lock can be taken: a wedged core stops
+/// the pings and systemd restarts us.
+async fn watchdog(server: Arc<SipServer>, shutdown: CancellationToken) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let s = Arc::clone(&server);
+        let alive = tokio::time::timeout(
+            period,
+            tokio::task::spawn_blocking(move || s.with_endpoint(|_| ())),
+        )
+        .await;
+        if matches!(alive, Ok(Ok(()))) {
+            notify(sd_notify::NotifyState::Watchdog);
+        } else {
+            tracing::error!("SIP core unresponsive; withholding watchdog ping");
+        }
+    }
+}
+
+async fn wait_for_signals(
+    cfg: &mut Config,
+    path: Option<&Path>,
+    server: &Arc<SipServer>,
+    log: &LogHandle,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; waiting for Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                notify(sd_notify::NotifyState::Reloading);
+                match reload(cfg, path, server, log).await {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; keeping the running configuration"),
+                }
+                notify(sd_notify::NotifyState::Ready);
+            }
+        }
+    }
+}
+
+/// Applies what can change live: log filter, credentials, guard, digest and registrar policy.
+/// Listener addresses, the state directory and TLS files need a restart.
+async fn reload(
+    cfg: &mut Config,
+    path: Option<&Path>,
+    server: &Arc<SipServer>,
+    log: &LogHandle,
+) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        anyhow::bail!("running on embedded defaults: there is no file to reload");
+    };
+    let new = Config::load(path)?;
+    let restart_needed = new.state.dir != cfg.state.dir
+        || new.http.listen != cfg.http.listen
+        || new.sip.udp != cfg.sip.udp
+        || new.sip.tcp != cfg.sip.tcp
+        || new.sip.ws != cfg.sip.ws
+        || new.sip.tls != cfg.sip.tls
+        || new.sip.wss != cfg.sip.wss
+        || new.sip.tls_cert != cfg.sip.tls_cert
+        || new.sip.tls_key != cfg.sip.tls_key;
+    if restart_needed {
+        tracing::warn!("listener, TLS or state-directory changes take effect only after a restart");
+    }
+    let digest = digest_config(&new)?;
+    let db = new.db_path();
+    let new_for_seed = new.clone();
+    let table = tokio::task::spawn_blocking(move || -> anyhow::Result<CredentialTable> {
+        let mut store = Store::open(&db, Durability::Normal)?;
+        seed_and_load_credentials(&mut store, &new_for_seed, Now::system().unix_secs())
+    })
+    .await??;
+    log.modify(|f| *f = EnvFilter::new(&new.log.level))?;
+    let changes = server.with_endpoint(|ep| {
+        ep.guard.set_config(guard_config(&new));
+        ep.limits = limits(&new);
+        ep.registrar.set_config(registrar_config(&new));
+        ep.registrar.verifier_mut().set_config(digest);
+        ep.registrar.set_credentials(Arc::new(table))
+    });
+    server.publish(changes);
+    *cfg = new;
+    Ok(())
+}

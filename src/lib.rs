@@ -1,0 +1,14 @@
+//! gridedge: a contact-center edge daemon.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view. Every protocol or policy core in this crate is
+//! sans-IO: it takes input and `now` and returns output; only `daemon` and the `*::transport`
+//! shells own sockets, clocks and tasks.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod metrics;
+pub mod sip;
+pub mod store;

@@ -1,0 +1,224 @@
+//! The shell around the SIP [`Endpoint`] core: shared by every transport task, it reads the
+//! clock, takes the core's lock for the duration of one message, records metrics, publishes
+//! registration events and queues write-behind persistence.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Now;
+use crate::events::RegistrationChanged;
+use crate::metrics::Metrics;
+use crate::sip::endpoint::{Endpoint, Silence};
+use crate::sip::guard::DropReason;
+use crate::sip::location::{Changes, ConnectionId, Flow, Persist};
+use crate::sip::registrar::AuthNote;
+use crate::store::Store;
+
+/// Coalesces binding changes between write-behind flushes: only the latest state of each
+/// (AoR, contact) is written, so the queue is bounded by the number of bindings.
+#[derive(Default)]
+pub struct PersistQueue {
+    pending: Mutex<HashMap<(String, String), Persist>>,
+}
+
+impl PersistQueue {
+    pub fn push_all(&self, items: Vec<Persist>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for item in items {
+            let key = match &item {
+                Persist::Upsert { aor, binding } => (aor.clone(), binding.contact.clone()),
+                Persist::Delete { aor, contact } => (aor.clone(), contact.clone()),
+            };
+            p.insert(key, item);
+        }
+    }
+
+    pub fn take(&self) -> Vec<Persist> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *p).into_values().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct SipServer {
+    endpoint: Mutex<Endpoint>,
+    pub metrics: Arc<Metrics>,
+    pub events: broadcast::Sender<RegistrationChanged>,
+    pub persist: PersistQueue,
+}
+
+impl SipServer {
+    pub fn new(endpoint: Endpoint, metrics: Arc<Metrics>) -> Arc<SipServer> {
+        let (events, _) = broadcast::channel(4096);
+        let server = Arc::new(SipServer {
+            endpoint: Mutex::new(endpoint),
+            metrics,
+            events,
+            persist: PersistQueue::default(),
+        });
+        server.update_gauges();
+        server
+    }
+
+    /// Runs `f` with the core locked. A poisoned lock is recovered: the core's invariants hold
+    /// between calls, and a panic in one request must not take SIP down for everyone.
+    pub fn with_endpoint<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> R {
+        let mut ep = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut ep)
+    }
+
+    /// Handles one inbound message; returns the reply to send on the same flow, if any.
+    pub fn handle(&self, bytes: &[u8], flow: &Flow) -> Option<(Vec<u8>, SocketAddr)> {
+        let now = Now::system();
+        let h = self.with_endpoint(|ep| ep.handle(bytes, flow, now));
+        let m = &self.metrics;
+        match (h.silence, &h.method, h.status) {
+            (Some(Silence::Guard(reason)), _, _) => {
+                let label = match reason {
+                    DropReason::Banned => "banned",
+                    DropReason::Flood => "flood",
+                    DropReason::Scanner => "scanner",
+                };
+                m.sip_dropped.with_label_values(&[label]).inc();
+            }
+            (Some(Silence::Unanswerable), _, _) => {
+                m.sip_dropped.with_label_values(&["unparseable"]).inc()
+            }
+            (_, Some(method), Some(status)) if h.reply.is_some() => {
+                m.count_request(method.as_str(), status)
+            }
+            _ => {}
+        }
+        if h.ip_banned {
+            m.sip_guard_bans.with_label_values(&["ip"]).inc();
+            tracing::warn!(source = %flow.source, "guard: source banned for flooding");
+        }
+        if let AuthNote::Failed(user, reason) = &h.auth {
+            m.sip_auth_failures.inc();
+            // A stable line for fail2ban: "SIP auth failure ... from ip <HOST>".
+            tracing::warn!(user = %user, reason = ?reason, "SIP auth failure (REGISTER) from ip {}", flow.source.ip());
+        }
+        if h.user_banned {
+            m.sip_guard_bans.with_label_values(&["user"]).inc();
+            tracing::warn!(source = %flow.source, "guard: user banned from this source after repeated auth failures");
+        }
+        self.publish(h.changes);
+        h.reply
+    }
+
+    /// A stream connection ended: drop its bindings (RFC 5626 flow failure).
+    pub fn connection_closed(&self, conn: ConnectionId) {
+        let changes = self.with_endpoint(|ep| ep.registrar.location_mut().connection_closed(conn));
+        self.publish(changes);
+    }
+
+    /// Records metrics and events for a batch of binding changes and queues their persistence.
+    pub fn publish(&self, changes: Changes) {
+        if changes.is_empty() {
+            return;
+        }
+        for e in changes.events {
+            self.metrics
+                .sip_registration_changes
+                .with_label_values(&[e.change.as_str()])
+                .inc();
+            tracing::debug!(aor = %e.aor, contact = %e.contact, change = e.change.as_str(), "registration changed");
+            // No subscriber is fine: nothing downstream of the registrar is running yet.
+            let _ = self.events.send(e);
+        }
+        self.persist.push_all(changes.persist);
+        self.update_gauges();
+    }
+
+    pub fn update_gauges(&self) {
+        let (bindings, aors) = self.with_endpoint(|ep| {
+            let loc = ep.registrar.location();
+            (loc.len(), loc.aor_count())
+        });
+        self.metrics.sip_bindings_active.set(bindings as i64);
+        self.metrics.sip_aors_registered.set(aors as i64);
+    }
+
+    /// Once a second: expire bindings, forget stale guard entries, refresh ban gauges.
+    pub async fn run_sweeper(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Now::system();
+            let (changes, ips, users) = self.with_endpoint(|ep| {
+                ep.guard.sweep(now.instant);
+                ep.registrar.verifier_mut().sweep(now.unix_secs());
+                let c = ep.registrar.location_mut().sweep(now.unix_secs());
+                (
+                    c,
+                    ep.guard.banned_ips(now.instant),
+                    ep.guard.banned_users(now.instant),
+                )
+            });
+            self.metrics
+                .sip_guard_banned
+                .with_label_values(&["ip"])
+                .set(ips as i64);
+            self.metrics
+                .sip_guard_banned
+                .with_label_values(&["user"])
+                .set(users as i64);
+            self.publish(changes);
+            self.update_gauges();
+        }
+    }
+
+    /// Write-behind: every `interval`, commits the coalesced changes in one transaction. On
+    /// shutdown it flushes what is left, so a graceful stop loses nothing.
+    pub fn run_persister(
+        self: Arc<Self>,
+        mut store: Store,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let stopping = shutdown.is_cancelled();
+            let batch = self.persist.take();
+            if !batch.is_empty() {
+                let rows = batch.len();
+                match store.apply_bindings(&batch) {
+                    Ok(()) => {
+                        self.metrics.store_persist_batches.inc();
+                        self.metrics.store_persist_rows.inc_by(rows as u64);
+                    }
+                    Err(e) => {
+                        self.metrics.store_persist_errors.inc();
+                        tracing::error!(error = %e, rows, "persisting bindings failed; will retry");
+                        // Put them back unless something newer arrived meanwhile.
+                        let newer = self.persist.take();
+                        self.persist.push_all(batch);
+                        self.persist.push_all(newer);
+                    }
+                }
+            }
+            if stopping {
+                return;
+            }
+            std::thread::sleep(interval);
+        }
+    }
+}
