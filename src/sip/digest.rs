@@ -375,34 +375,39 @@ struct RawParams {
 
 impl RawParams {
     fn set(&mut self, name: &str, value: String) -> Result<(), DigestError> {
-        let lower = name.to_ascii_lowercase();
-        let slot = match lower.as_str() {
-            "username" => &mut self.username,
-            "username*" => &mut self.username_ext,
-            "realm" => &mut self.realm,
-            "nonce" => &mut self.nonce,
-            "uri" => &mut self.uri,
-            "response" => &mut self.response,
-            "algorithm" => &mut self.algorithm,
-            "cnonce" => &mut self.cnonce,
-            "opaque" => &mut self.opaque,
-            "qop" => &mut self.qop,
-            "nc" => &mut self.nc,
-            "userhash" => &mut self.userhash,
-            _ => {
-                // RFC 7616 §3.4: unknown parameters are ignored, but a repeated one is still a
-                // malformed header.
-                if self.unknown.contains(&lower) {
-                    return Err(duplicate(&lower));
-                }
-                self.unknown.push(lower);
-                return Ok(());
+        // Names are matched case-insensitively (RFC 7616 §3.4) without allocating: this runs
+        // for every parameter of every authenticated request.
+        let known: [(&'static str, &mut Option<String>); 12] = [
+            ("username", &mut self.username),
+            ("username*", &mut self.username_ext),
+            ("realm", &mut self.realm),
+            ("nonce", &mut self.nonce),
+            ("uri", &mut self.uri),
+            ("response", &mut self.response),
+            ("algorithm", &mut self.algorithm),
+            ("cnonce", &mut self.cnonce),
+            ("opaque", &mut self.opaque),
+            ("qop", &mut self.qop),
+            ("nc", &mut self.nc),
+            ("userhash", &mut self.userhash),
+        ];
+        if let Some((canonical, slot)) = known
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            if slot.is_some() {
+                return Err(duplicate(canonical));
             }
-        };
-        if slot.is_some() {
+            *slot = Some(value);
+            return Ok(());
+        }
+        // RFC 7616 §3.4: unknown parameters are ignored, but a repeated one still makes the
+        // header malformed.
+        let lower = name.to_ascii_lowercase();
+        if self.unknown.contains(&lower) {
             return Err(duplicate(&lower));
         }
-        *slot = Some(value);
+        self.unknown.push(lower);
         Ok(())
     }
 }
@@ -2427,27 +2432,49 @@ mod tests {
     #[test]
     fn config_validation() {
         assert_eq!(DigestConfig::default().validate(), Ok(()));
-        let mut c = DigestConfig::default();
-        c.realm = "a\r\nX-Injected: 1".into();
-        assert_eq!(c.validate(), Err(DigestConfigError::RealmControlChars));
-        let mut c = DigestConfig::default();
-        c.algorithms = vec![Algorithm::Md5, Algorithm::Md5];
+        let bad = |c: DigestConfig| c.validate();
         assert_eq!(
-            c.validate(),
+            bad(DigestConfig {
+                realm: "a\r\nX-Injected: 1".into(),
+                ..DigestConfig::default()
+            }),
+            Err(DigestConfigError::RealmControlChars)
+        );
+        assert_eq!(
+            bad(DigestConfig {
+                algorithms: vec![Algorithm::Md5, Algorithm::Md5],
+                ..DigestConfig::default()
+            }),
             Err(DigestConfigError::DuplicateAlgorithm(Algorithm::Md5))
         );
-        let mut c = DigestConfig::default();
-        c.algorithms.clear();
-        assert_eq!(c.validate(), Err(DigestConfigError::NoAlgorithms));
-        let mut c = DigestConfig::default();
-        c.nonce_lifetime_secs = 0;
-        assert_eq!(c.validate(), Err(DigestConfigError::ZeroLifetime));
-        let mut c = DigestConfig::default();
-        c.max_tracked_nonces = 0;
-        assert_eq!(c.validate(), Err(DigestConfigError::ZeroCapacity));
-        let mut c = DigestConfig::default();
-        c.realm.clear();
-        assert_eq!(c.validate(), Err(DigestConfigError::EmptyRealm));
+        assert_eq!(
+            bad(DigestConfig {
+                algorithms: Vec::new(),
+                ..DigestConfig::default()
+            }),
+            Err(DigestConfigError::NoAlgorithms)
+        );
+        assert_eq!(
+            bad(DigestConfig {
+                nonce_lifetime_secs: 0,
+                ..DigestConfig::default()
+            }),
+            Err(DigestConfigError::ZeroLifetime)
+        );
+        assert_eq!(
+            bad(DigestConfig {
+                max_tracked_nonces: 0,
+                ..DigestConfig::default()
+            }),
+            Err(DigestConfigError::ZeroCapacity)
+        );
+        assert_eq!(
+            bad(DigestConfig {
+                realm: String::new(),
+                ..DigestConfig::default()
+            }),
+            Err(DigestConfigError::EmptyRealm)
+        );
     }
 
     #[test]
@@ -2493,6 +2520,13 @@ mod tests {
     }
 
     proptest! {
+        // Failures print the minimal input; persisting regression files would write into the
+        // repository from tests, which several people run concurrently.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn parse_never_panics_on_arbitrary_input(s in any::<String>()) {
             let _ = DigestCredentials::parse(&s);

@@ -110,26 +110,25 @@ impl Endpoint {
         h.method = Some(req.method.clone());
         let response = match req.method {
             Method::Register => {
-                if let Some(user) = digest_username(&req) {
-                    if self
-                        .guard
-                        .is_user_banned(&user, flow.source.ip(), now.instant)
-                    {
-                        h.silence = Some(Silence::Guard(DropReason::Banned));
-                        return h;
+                let ip = flow.source.ip();
+                let guard = &self.guard;
+                let out = self.registrar.handle_register(&req, flow, now, |user| {
+                    guard.is_user_banned(user, ip, now.instant)
+                });
+                match &out.auth {
+                    AuthNote::Failed(user, _) => {
+                        h.user_banned = self.guard.record_auth_failure(user, ip, now.instant)
                     }
-                }
-                let out = self.registrar.handle_register(&req, flow, now);
-                if let AuthNote::Failed(user, _) = &out.auth {
-                    h.user_banned =
-                        self.guard
-                            .record_auth_failure(user, flow.source.ip(), now.instant);
-                } else if let AuthNote::Authenticated(user) = &out.auth {
-                    self.guard.record_auth_success(user, flow.source.ip());
+                    AuthNote::Authenticated(user) => self.guard.record_auth_success(user, ip),
+                    _ => {}
                 }
                 h.auth = out.auth;
                 h.changes = out.changes;
-                out.response
+                let Some(response) = out.response else {
+                    h.silence = Some(Silence::Guard(DropReason::Banned));
+                    return h;
+                };
+                response
             }
             Method::Options => {
                 // RFC 3261 §11.2: say what we can do. Also serves as a liveness probe.
@@ -245,13 +244,4 @@ fn replace_first(resp: &mut Response, value: String) {
         }
     }
     resp.headers = rebuilt;
-}
-
-/// The digest username, if the request carries credentials; used to check a user ban before
-/// spending a hash on it.
-fn digest_username(req: &Request) -> Option<String> {
-    let v = req.headers.get(&HeaderName::Authorization)?;
-    crate::sip::digest::DigestCredentials::parse(v)
-        .ok()
-        .map(|c| c.username)
 }

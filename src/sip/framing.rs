@@ -266,3 +266,349 @@ impl Decimal {
         (self.digits && !self.invalid).then_some(self.value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::message::Message;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn message(extra: &str, body: &str) -> String {
+        format!(
+            "MESSAGE sip:agent@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK-{}\r\n\
+             From: <sip:sup@example.com>;tag=1\r\n\
+             To: <sip:agent@example.com>\r\n\
+             Call-ID: frame-{}\r\n\
+             CSeq: 1 MESSAGE\r\n\
+             {extra}\
+             \r\n\
+             {body}",
+            body.len(),
+            body.len()
+        )
+    }
+
+    fn with_length(body: &str) -> String {
+        message(&format!("Content-Length: {}\r\n", body.len()), body)
+    }
+
+    /// Feeds `stream` as ever-growing prefixes, consuming frames as soon as they complete, and
+    /// returns each frame with the stream offset at which it was reported.
+    fn frames_by_prefix(
+        stream: &[u8],
+        mut next: impl FnMut(&[u8]) -> Result<Option<Frame>, FramingError>,
+    ) -> Vec<(usize, Frame)> {
+        let mut consumed = 0;
+        let mut out = Vec::new();
+        for end in 0..=stream.len() {
+            while let Some(frame) = next(&stream[consumed..end]).expect("framing") {
+                consumed += frame.wire_len();
+                out.push((end, frame));
+            }
+        }
+        assert_eq!(consumed, stream.len(), "everything consumed");
+        out
+    }
+
+    #[test]
+    fn one_message_with_body() {
+        let text = with_length("hello agent");
+        let buf = text.as_bytes();
+        assert_eq!(
+            next_frame(buf, &limits()),
+            Ok(Some(Frame::Message(buf.len())))
+        );
+        // Trailing bytes of the next message are not included.
+        let mut two = buf.to_vec();
+        two.extend_from_slice(b"MESS");
+        assert_eq!(
+            next_frame(&two, &limits()),
+            Ok(Some(Frame::Message(buf.len())))
+        );
+        // A frame is exactly what the parser expects.
+        let m = Message::parse(&two[..buf.len()], &limits()).expect("parses");
+        assert_eq!(m.body(), b"hello agent");
+    }
+
+    #[test]
+    fn content_length_forms() {
+        for header in [
+            "Content-Length: 5\r\n",
+            "content-length:5\r\n",
+            "CONTENT-LENGTH \t:  5 \t\r\n",
+            "l: 5\r\n",
+            "L : 5\r\n",
+            "Content-Length:\r\n  5\r\n",
+            "Content-Length: 00005\r\n",
+            "Content-Length: 5\r\nl: 5\r\n",
+        ] {
+            let text = message(header, "12345");
+            assert_eq!(
+                next_frame(text.as_bytes(), &limits()),
+                Ok(Some(Frame::Message(text.len()))),
+                "{header:?}"
+            );
+            assert!(
+                Message::parse(text.as_bytes(), &limits()).is_ok(),
+                "{header:?}"
+            );
+        }
+        // A header merely ending in "l" or containing the name is not Content-Length.
+        let text = message("Xl: 9\r\nX-Content-Length: 9\r\nContent-Length: 0\r\n", "");
+        assert_eq!(
+            next_frame(text.as_bytes(), &limits()),
+            Ok(Some(Frame::Message(text.len())))
+        );
+    }
+
+    #[test]
+    fn content_length_errors() {
+        let missing = message("", "body");
+        assert_eq!(
+            next_frame(missing.as_bytes(), &limits()),
+            Err(FramingError::MissingContentLength)
+        );
+        for bad in ["abc", "", "1 2", "-1", "1.0", "5;x"] {
+            let text = message(&format!("Content-Length: {bad}\r\n"), "");
+            assert_eq!(
+                next_frame(text.as_bytes(), &limits()),
+                Err(FramingError::InvalidContentLength),
+                "{bad:?}"
+            );
+        }
+        // Folding that splits the digits yields "1 2", which the parser rejects too.
+        let text = message("Content-Length: 1\r\n 2\r\n", "");
+        assert_eq!(
+            next_frame(text.as_bytes(), &limits()),
+            Err(FramingError::InvalidContentLength)
+        );
+        let text = message("Content-Length: 1\r\nl: 2\r\n", "xx");
+        assert_eq!(
+            next_frame(text.as_bytes(), &limits()),
+            Err(FramingError::ConflictingContentLength {
+                first: 1,
+                second: 2
+            })
+        );
+    }
+
+    #[test]
+    fn keepalives() {
+        assert_eq!(next_frame(b"", &limits()), Ok(None));
+        assert_eq!(next_frame(b"\r", &limits()), Ok(None));
+        assert_eq!(
+            next_frame(b"\r\n", &limits()),
+            Ok(Some(Frame::KeepAlivePong))
+        );
+        assert_eq!(next_frame(b"\r\n\r", &limits()), Ok(None));
+        assert_eq!(
+            next_frame(b"\r\n\r\n", &limits()),
+            Ok(Some(Frame::KeepAlivePing))
+        );
+        assert_eq!(
+            next_frame(b"\r\n\r\n\r\n\r\n", &limits()),
+            Ok(Some(Frame::KeepAlivePing))
+        );
+        assert_eq!(
+            next_frame(b"\r\nREGISTER", &limits()),
+            Ok(Some(Frame::KeepAlivePong))
+        );
+        assert_eq!(
+            next_frame(b"\n", &limits()),
+            Err(FramingError::StrayLineFeed)
+        );
+        assert_eq!(Frame::KeepAlivePing.wire_len(), 4);
+        assert_eq!(Frame::KeepAlivePong.wire_len(), 2);
+
+        // ping, message, pong, message, delivered in one piece.
+        let a = with_length("a");
+        let b = with_length("bb");
+        let stream = format!("\r\n\r\n{a}\r\n{b}");
+        let mut buf = stream.as_bytes();
+        let mut frames = Vec::new();
+        while let Some(frame) = next_frame(buf, &limits()).expect("framing") {
+            frames.push(frame);
+            buf = &buf[frame.wire_len()..];
+        }
+        assert!(buf.is_empty());
+        assert_eq!(
+            frames,
+            [
+                Frame::KeepAlivePing,
+                Frame::Message(a.len()),
+                Frame::KeepAlivePong,
+                Frame::Message(b.len()),
+            ]
+        );
+    }
+
+    #[test]
+    fn size_limits_reject_before_buffering() {
+        let small = Limits {
+            max_message_bytes: 400,
+            ..Limits::default()
+        };
+        // Declared body pushes the total over the limit: rejected as soon as headers end.
+        let head = message("Content-Length: 100000\r\n", "");
+        assert_eq!(
+            next_frame(head.as_bytes(), &small),
+            Err(FramingError::TooLarge { limit: 400 })
+        );
+        let huge = message("Content-Length: 99999999999999999999999999\r\n", "");
+        assert_eq!(
+            next_frame(huge.as_bytes(), &small),
+            Err(FramingError::TooLarge { limit: 400 })
+        );
+        // A header section that never ends.
+        let mut endless = b"REGISTER sip:example.com SIP/2.0\r\n".to_vec();
+        while endless.len() < 399 {
+            endless.extend_from_slice(b"X: y\r\n");
+            if endless.len() < 400 {
+                assert_eq!(next_frame(&endless, &small), Ok(None));
+            }
+        }
+        endless.truncate(400);
+        assert_eq!(
+            next_frame(&endless, &small),
+            Err(FramingError::TooLarge { limit: 400 })
+        );
+        // Exactly at the limit is accepted.
+        let exact = (0..400)
+            .map(|n| with_length(&"x".repeat(n)))
+            .find(|m| m.len() == 400)
+            .expect("some body length gives exactly 400 bytes");
+        assert_eq!(
+            next_frame(exact.as_bytes(), &small),
+            Ok(Some(Frame::Message(400)))
+        );
+    }
+
+    #[test]
+    fn two_messages_fed_byte_by_byte() {
+        let a = with_length("first body");
+        let b = message("l: 0\r\n", "");
+        let stream = format!("{a}{b}");
+        let expected = vec![
+            (a.len(), Frame::Message(a.len())),
+            (stream.len(), Frame::Message(b.len())),
+        ];
+
+        let stateless = frames_by_prefix(stream.as_bytes(), |buf| next_frame(buf, &limits()));
+        assert_eq!(stateless, expected);
+
+        let mut scanner = FrameScanner::new();
+        let incremental =
+            frames_by_prefix(stream.as_bytes(), |buf| scanner.next_frame(buf, &limits()));
+        assert_eq!(incremental, expected);
+
+        // Every frame parses.
+        let (first, second) = stream.as_bytes().split_at(a.len());
+        assert!(Message::parse(first, &limits()).is_ok());
+        assert!(Message::parse(second, &limits()).is_ok());
+    }
+
+    #[test]
+    fn bare_lf_messages_frame_where_the_parser_ends_headers() {
+        let text = with_length("abc").replace("\r\n", "\n");
+        assert_eq!(
+            next_frame(text.as_bytes(), &limits()),
+            Ok(Some(Frame::Message(text.len())))
+        );
+        let m = Message::parse(text.as_bytes(), &limits()).expect("parses");
+        assert_eq!(m.body(), b"abc");
+    }
+
+    #[test]
+    fn scanner_resumes_instead_of_rescanning() {
+        let text = with_length("resume");
+        let mut scanner = FrameScanner::new();
+        for end in 0..text.len() {
+            assert_eq!(
+                scanner.next_frame(&text.as_bytes()[..end], &limits()),
+                Ok(None)
+            );
+        }
+        assert_eq!(
+            scanner.next_frame(text.as_bytes(), &limits()),
+            Ok(Some(Frame::Message(text.len())))
+        );
+        // It reset itself: the next frame starts fresh, including keepalive detection.
+        assert_eq!(
+            scanner.next_frame(b"\r\n\r\n", &limits()),
+            Ok(Some(Frame::KeepAlivePing))
+        );
+        assert_eq!(
+            scanner.next_frame(b"junk without length\r\n\r\n", &limits()),
+            Err(FramingError::MissingContentLength)
+        );
+        scanner.reset();
+        assert_eq!(
+            scanner.next_frame(b"\r\n", &limits()),
+            Ok(Some(Frame::KeepAlivePong))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_chunking_yields_the_same_frames(
+            bodies in proptest::collection::vec("[ -~]{0,40}", 1..4),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+            ping_first in any::<bool>(),
+        ) {
+            let mut stream = String::new();
+            let mut expected = Vec::new();
+            if ping_first {
+                stream.push_str("\r\n\r\n");
+                expected.push(Frame::KeepAlivePing);
+            }
+            for body in &bodies {
+                let m = with_length(body);
+                expected.push(Frame::Message(m.len()));
+                stream.push_str(&m);
+            }
+            let bytes = stream.as_bytes();
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            // A ping split after two bytes reads as two pongs (documented); avoid that cut.
+            cuts.retain(|&c| !(ping_first && c == 2));
+
+            let mut scanner = FrameScanner::new();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut fed = 0;
+            let mut frames = Vec::new();
+            for cut in cuts {
+                buf.extend_from_slice(&bytes[fed..cut]);
+                fed = cut;
+                while let Some(frame) = scanner.next_frame(&buf, &limits()).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                    frames.push(frame);
+                    buf.drain(..frame.wire_len());
+                }
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(frames, expected);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let small = Limits { max_message_bytes: 128, ..Limits::default() };
+            for l in [limits(), small] {
+                if let Ok(Some(frame)) = next_frame(&bytes, &l) {
+                    prop_assert!(frame.wire_len() <= bytes.len());
+                    prop_assert!(frame.wire_len() <= l.max_message_bytes);
+                }
+                let mut scanner = FrameScanner::new();
+                for end in (0..=bytes.len()).step_by(7) {
+                    if scanner.next_frame(&bytes[..end], &l).map_or(true, |f| f.is_some()) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

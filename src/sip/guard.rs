@@ -1055,7 +1055,10 @@ mod tests {
 
     fn addr(a: u16) -> IpAddr {
         // Mix a few hot addresses (which get banned) with many cold ones (which fill the table).
-        let a = if a % 4 == 0 { a % 8 } else { a };
+        let a = match a % 4 {
+            0 => a % 8,
+            _ => a,
+        };
         let [hi, lo] = a.to_be_bytes();
         if a % 3 == 0 {
             IpAddr::V6(Ipv6Addr::new(
@@ -1074,6 +1077,13 @@ mod tests {
     }
 
     proptest! {
+        // Failures print the minimal input; persisting regression files would write into the
+        // repository from tests, which several people run concurrently.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn tables_stay_bounded(max_tracked in 1usize..32, ops in proptest::collection::vec(op(), 1..400)) {
             let cfg = GuardConfig {

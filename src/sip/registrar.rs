@@ -38,12 +38,15 @@ pub enum AuthNote {
     Failed(String, RejectReason),
     /// Refused but not counted (bad nonce from a NAT rebinding, wrong realm, ...).
     Refused(RejectReason),
+    /// The (user, source) pair is banned: dropped without an answer and without hashing.
+    Banned(String),
 }
 
 /// Everything one REGISTER produced.
 #[derive(Debug)]
 pub struct Handled {
-    pub response: Response,
+    /// `None` when the request is to be dropped silently (a banned user).
+    pub response: Option<Response>,
     pub changes: Changes,
     pub auth: AuthNote,
 }
@@ -116,11 +119,24 @@ impl Registrar {
     }
 
     /// Processes one REGISTER (RFC 3261 §10.3 steps 1-8).
-    pub fn handle_register(&mut self, req: &Request, flow: &Flow, now: Now) -> Handled {
+    ///
+    /// `is_banned` is asked about the digest username before any hashing, so a banned
+    /// brute-forcer costs one header parse.
+    pub fn handle_register(
+        &mut self,
+        req: &Request,
+        flow: &Flow,
+        now: Now,
+        is_banned: impl FnOnce(&str) -> bool,
+    ) -> Handled {
         let mut changes = Changes::default();
-        let (response, auth) = match self.process(req, flow, now, &mut changes) {
-            Ok((resp, auth)) => (resp, auth),
-            Err((code, reason, auth)) => (self.reply(req, code, reason), auth),
+        let (response, auth) = match self.process(req, flow, now, &mut changes, is_banned) {
+            Ok((resp, AuthNote::Banned(user))) => {
+                drop(resp);
+                (None, AuthNote::Banned(user))
+            }
+            Ok((resp, auth)) => (Some(resp), auth),
+            Err((code, reason, auth)) => (Some(self.reply(req, code, reason)), auth),
         };
         Handled {
             response,
@@ -135,6 +151,7 @@ impl Registrar {
         flow: &Flow,
         now: Now,
         changes: &mut Changes,
+        is_banned: impl FnOnce(&str) -> bool,
     ) -> Result<(Response, AuthNote), (u16, &'static str, AuthNote)> {
         let bad = |reason: &'static str| (400, reason, AuthNote::None);
 
@@ -204,6 +221,12 @@ impl Registrar {
         let Some(creds) = creds else {
             return Ok((self.challenge(req, flow, now, false), AuthNote::Challenged));
         };
+        if is_banned(&creds.username) {
+            return Ok((
+                Response::reply_to(req, 403, "Forbidden"),
+                AuthNote::Banned(creds.username),
+            ));
+        }
         let table = Arc::clone(&self.credentials);
         let outcome = self.verifier.verify(
             &creds,
