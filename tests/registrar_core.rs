@@ -34,7 +34,10 @@ impl Core {
     fn with(tweak: impl FnOnce(&mut RegistrarConfig, &mut DigestConfig)) -> Core {
         let mut creds = CredentialTable::new();
         for u in ["1001", "1002"] {
-            creds.insert(u.into(), Credential::from_password(u, "gridedge", &format!("pw-{u}")));
+            creds.insert(
+                u.into(),
+                Credential::from_password(u, "gridedge", &format!("pw-{u}")),
+            );
         }
         let mut disabled = Credential::from_password("1003", "gridedge", "pw-1003");
         disabled.enabled = false;
@@ -79,7 +82,10 @@ impl Core {
     fn reply(&mut self, bytes: &[u8]) -> Response {
         let h = self.send(bytes);
         let (out, to) = h.reply.expect("a reply");
-        assert_eq!(to, self.flow.source, "replies go back to the source (rport)");
+        assert_eq!(
+            to, self.flow.source,
+            "replies go back to the source (rport)"
+        );
         match Message::parse(&out, &Limits::default()).expect("our reply parses") {
             Message::Response(r) => r,
             Message::Request(_) => panic!("expected a response"),
@@ -105,7 +111,10 @@ impl Core {
     }
 
     fn contacts(resp: &Response) -> Vec<String> {
-        resp.headers.get_all(&HeaderName::Contact).map(str::to_owned).collect()
+        resp.headers
+            .get_all(&HeaderName::Contact)
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -128,25 +137,48 @@ fn unauthenticated_register_is_challenged_with_sha256_then_md5() {
         assert_eq!(param(v, "realm").as_deref(), Some("gridedge"));
         assert!(v.contains("qop=\"auth\""), "{v}");
     }
-    assert!(resp.headers.get(&HeaderName::To).unwrap().contains(";tag="), "To tag added");
-    assert_eq!(c.ep.registrar.location().len(), 0, "a challenge changes nothing");
+    assert!(
+        resp.headers.get(&HeaderName::To).unwrap().contains(";tag="),
+        "To tag added"
+    );
+    assert_eq!(
+        c.ep.registrar.location().len(),
+        0,
+        "a challenge changes nothing"
+    );
 }
 
 #[test]
 fn add_refresh_and_remove_a_binding() {
     let mut c = Core::new();
     let mut u = uac("1001");
-    let r = c.register(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 120"]);
+    let r = c.register(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 120"],
+    );
     assert_eq!(r.code, 200);
-    assert_eq!(Core::contacts(&r), ["<sip:1001@192.0.2.10:5062>;expires=120"]);
-    assert!(r.headers.get(&HeaderName::Date).is_some(), "§10.3 step 8: Date SHOULD be present");
+    assert_eq!(
+        Core::contacts(&r),
+        ["<sip:1001@192.0.2.10:5062>;expires=120"]
+    );
+    assert!(
+        r.headers.get(&HeaderName::Date).is_some(),
+        "§10.3 step 8: Date SHOULD be present"
+    );
 
     c.now = c.now.plus_ms(30_000);
     let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>;expires=600"]);
     assert_eq!(r.code, 200);
-    assert_eq!(Core::contacts(&r), ["<sip:1001@192.0.2.10:5062>;expires=600"], "contact param beats header");
+    assert_eq!(
+        Core::contacts(&r),
+        ["<sip:1001@192.0.2.10:5062>;expires=600"],
+        "contact param beats header"
+    );
 
-    let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 0"]);
+    let r = c.register_cached(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 0"],
+    );
     assert_eq!(r.code, 200);
     assert!(Core::contacts(&r).is_empty());
     assert_eq!(c.ep.registrar.location().len(), 0);
@@ -159,7 +191,10 @@ fn several_contacts_per_aor_are_all_listed() {
     c.register(&mut desk, &["Contact: <sip:1001@192.0.2.10:5062>"]);
     let mut mobile = uac("1001");
     mobile.call_id = "other-device".into();
-    let r = c.register(&mut mobile, &["Contact: <sip:1001@203.0.113.9:5060>;expires=300, <sip:1001@203.0.113.9:5070>"]);
+    let r = c.register(
+        &mut mobile,
+        &["Contact: <sip:1001@203.0.113.9:5060>;expires=300, <sip:1001@203.0.113.9:5070>"],
+    );
     assert_eq!(r.code, 200);
     let mut got = Core::contacts(&r);
     got.sort();
@@ -181,31 +216,53 @@ fn query_without_contact_lists_bindings_and_changes_nothing() {
     c.now = c.now.plus_ms(1_000);
     let r = c.register_cached(&mut u, &[]);
     assert_eq!(r.code, 200);
-    assert_eq!(Core::contacts(&r), ["<sip:1001@192.0.2.10:5062>;expires=3599"]);
+    assert_eq!(
+        Core::contacts(&r),
+        ["<sip:1001@192.0.2.10:5062>;expires=3599"]
+    );
 }
 
 #[test]
 fn too_brief_is_423_with_min_expires_and_too_long_is_clamped() {
     let mut c = Core::new();
     let mut u = uac("1001");
-    let r = c.register(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 30"]);
+    let r = c.register(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 30"],
+    );
     assert_eq!(r.code, 423);
     assert_eq!(r.headers.get(&HeaderName::MinExpires), Some("60"));
     assert_eq!(c.ep.registrar.location().len(), 0);
-    let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 86400"]);
+    let r = c.register_cached(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 86400"],
+    );
     assert_eq!(r.code, 200);
-    assert_eq!(Core::contacts(&r), ["<sip:1001@192.0.2.10:5062>;expires=3600"]);
+    assert_eq!(
+        Core::contacts(&r),
+        ["<sip:1001@192.0.2.10:5062>;expires=3600"]
+    );
 }
 
 #[test]
 fn wildcard_contact_rules() {
     let mut c = Core::new();
     let mut u = uac("1001");
-    c.register(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>, <sip:1001@192.0.2.10:5063>"]);
+    c.register(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>, <sip:1001@192.0.2.10:5063>"],
+    );
     assert_eq!(c.ep.registrar.location().len(), 2);
     let r = c.register_cached(&mut u, &["Contact: *"]);
     assert_eq!(r.code, 400, "* without Expires: 0");
-    let r = c.register_cached(&mut u, &["Contact: *", "Contact: <sip:1001@192.0.2.10:5064>", "Expires: 0"]);
+    let r = c.register_cached(
+        &mut u,
+        &[
+            "Contact: *",
+            "Contact: <sip:1001@192.0.2.10:5064>",
+            "Expires: 0",
+        ],
+    );
     assert_eq!(r.code, 400, "* mixed with a contact");
     assert_eq!(c.ep.registrar.location().len(), 2);
     let r = c.register_cached(&mut u, &["Contact: *", "Expires: 0"]);
@@ -219,16 +276,28 @@ fn call_id_and_cseq_ordering() {
     let mut c = Core::new();
     let mut u = uac("1001");
     c.register(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>"]);
-    let stored = c.ep.registrar.location().bindings("1001", c.now.unix_secs()).next().unwrap().cseq;
+    let stored =
+        c.ep.registrar
+            .location()
+            .bindings("1001", c.now.unix_secs())
+            .next()
+            .unwrap()
+            .cseq;
     // Same Call-ID, lower CSeq: the update is aborted.
     u.cseq = stored - 2;
-    let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 0"]);
+    let r = c.register_cached(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 0"],
+    );
     assert_eq!(r.code, 400);
     assert_eq!(c.ep.registrar.location().len(), 1);
     // A different Call-ID may update regardless of CSeq.
     u.call_id = "fresh".into();
     u.cseq = 0;
-    let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 0"]);
+    let r = c.register_cached(
+        &mut u,
+        &["Contact: <sip:1001@192.0.2.10:5062>", "Expires: 0"],
+    );
     assert_eq!(r.code, 200);
     assert_eq!(c.ep.registrar.location().len(), 0);
 }
@@ -261,10 +330,19 @@ fn wrong_password_and_unknown_user_look_the_same_and_ban_after_the_limit() {
     let shape = |r: &Response| -> Vec<(String, Option<String>)> {
         r.headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), (n == &HeaderName::WwwAuthenticate).then(|| param(v, "algorithm").unwrap())))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    (n == &HeaderName::WwwAuthenticate).then(|| param(v, "algorithm").unwrap()),
+                )
+            })
             .collect()
     };
-    assert_eq!(shape(&a), shape(&b), "no header differs between unknown user and wrong password");
+    assert_eq!(
+        shape(&a),
+        shape(&b),
+        "no header differs between unknown user and wrong password"
+    );
     assert_eq!(a.reason, b.reason);
     // Default limit is 5 failures per (user, IP): 4 more, then silence.
     for _ in 0..4 {
@@ -274,11 +352,18 @@ fn wrong_password_and_unknown_user_look_the_same_and_ban_after_the_limit() {
     }
     let auth = wrong.authorization(URI);
     let h = c.send(&wrong.register(&["Contact: <sip:1001@192.0.2.10>", &auth]));
-    assert_eq!(h.silence, Some(Silence::Guard(gridedge::sip::guard::DropReason::Banned)));
+    assert_eq!(
+        h.silence,
+        Some(Silence::Guard(gridedge::sip::guard::DropReason::Banned))
+    );
     // The real owner from another address is unaffected.
     c.flow.source = "198.51.100.8:40000".parse().unwrap();
     let mut owner = uac("1001");
-    assert_eq!(c.register(&mut owner, &["Contact: <sip:1001@192.0.2.11>"]).code, 200);
+    assert_eq!(
+        c.register(&mut owner, &["Contact: <sip:1001@192.0.2.11>"])
+            .code,
+        200
+    );
 }
 
 #[test]
@@ -308,7 +393,10 @@ fn disabled_extension_is_refused_after_authenticating() {
 fn unsupported_required_extension_is_420() {
     let mut c = Core::new();
     // §10.3 step 2 comes before authentication (step 3).
-    let r = c.reply(&uac("1001").register(&["Contact: <sip:1001@192.0.2.10>", "Require: outbound, 100rel"]));
+    let r = c.reply(&uac("1001").register(&[
+        "Contact: <sip:1001@192.0.2.10>",
+        "Require: outbound, 100rel",
+    ]));
     assert_eq!(r.code, 420);
     assert_eq!(r.headers.get(&HeaderName::Unsupported), Some("100rel"));
 }
@@ -317,27 +405,46 @@ fn unsupported_required_extension_is_420() {
 fn expired_nonce_is_stale_and_replayed_nc_is_refused() {
     let mut c = Core::new();
     let mut u = uac("1001");
-    assert_eq!(c.register(&mut u, &["Contact: <sip:1001@192.0.2.10>"]).code, 200);
+    assert_eq!(
+        c.register(&mut u, &["Contact: <sip:1001@192.0.2.10>"]).code,
+        200
+    );
     // Replay: the same nc again.
     u.nc -= 1;
     let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10>"]);
     assert_eq!(r.code, 401);
-    assert!(!r.headers.get(&HeaderName::WwwAuthenticate).unwrap().contains("stale=true"));
+    assert!(!r
+        .headers
+        .get(&HeaderName::WwwAuthenticate)
+        .unwrap()
+        .contains("stale=true"));
     // Past the nonce lifetime: stale=true so the phone retries without asking the user.
     c.now = c.now.plus_ms(301_000);
     u.nc += 1;
     let r = c.register_cached(&mut u, &["Contact: <sip:1001@192.0.2.10>"]);
     assert_eq!(r.code, 401);
-    assert!(r.headers.get(&HeaderName::WwwAuthenticate).unwrap().contains("stale=true"));
+    assert!(r
+        .headers
+        .get(&HeaderName::WwwAuthenticate)
+        .unwrap()
+        .contains("stale=true"));
 }
 
 #[test]
 fn md5_only_and_sha256_only_realms() {
     let mut md5 = Core::with(|_, d| d.algorithms = vec![Algorithm::Md5]);
-    assert_eq!(md5.register(&mut uac("1001"), &["Contact: <sip:1001@192.0.2.10>"]).code, 200);
+    assert_eq!(
+        md5.register(&mut uac("1001"), &["Contact: <sip:1001@192.0.2.10>"])
+            .code,
+        200
+    );
     let mut sha = Core::with(|_, d| d.algorithms = vec![Algorithm::Sha256]);
     let mut u = uac("1001");
-    assert_eq!(sha.register(&mut u, &["Contact: <sip:1001@192.0.2.10>"]).code, 200);
+    assert_eq!(
+        sha.register(&mut u, &["Contact: <sip:1001@192.0.2.10>"])
+            .code,
+        200
+    );
     assert_eq!(u.nonce.unwrap().1, Algorithm::Sha256);
 }
 
@@ -345,7 +452,10 @@ fn md5_only_and_sha256_only_realms() {
 fn too_many_contacts_is_refused_atomically() {
     let mut c = Core::new();
     let mut u = uac("1001");
-    let r = c.register(&mut u, &["Contact: <sip:a@192.0.2.1>, <sip:b@192.0.2.1>, <sip:c@192.0.2.1>, <sip:d@192.0.2.1>"]);
+    let r = c.register(
+        &mut u,
+        &["Contact: <sip:a@192.0.2.1>, <sip:b@192.0.2.1>, <sip:c@192.0.2.1>, <sip:d@192.0.2.1>"],
+    );
     assert_eq!(r.code, 403);
     assert_eq!(c.ep.registrar.location().len(), 0);
 }
@@ -371,7 +481,10 @@ fn outbound_flow_over_tcp_is_confirmed_replaced_and_dropped_with_its_connection(
     assert_eq!(r.code, 200);
     assert_eq!(r.headers.get(&HeaderName::Require), Some("outbound"));
     let listed = Core::contacts(&r);
-    assert!(listed[0].contains("+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>\""), "{listed:?}");
+    assert!(
+        listed[0].contains("+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>\""),
+        "{listed:?}"
+    );
     assert!(listed[0].contains("reg-id=1"));
     // Same instance and reg-id from a new contact (the phone restarted) replaces the binding.
     let contact2 = format!("Contact: <sip:1001@xyz.invalid;transport=tcp>;{inst};reg-id=1");
@@ -381,10 +494,19 @@ fn outbound_flow_over_tcp_is_confirmed_replaced_and_dropped_with_its_connection(
         c.send(&u.register(&[&contact2, &auth]))
     };
     let kinds: Vec<_> = h.changes.events.iter().map(|e| e.change).collect();
-    assert_eq!(kinds, [RegistrationChange::Replaced, RegistrationChange::Added]);
+    assert_eq!(
+        kinds,
+        [RegistrationChange::Replaced, RegistrationChange::Added]
+    );
     assert_eq!(c.ep.registrar.location().len(), 1);
-    let closed = c.ep.registrar.location_mut().connection_closed(ConnectionId(42));
-    assert_eq!(closed.events[0].change, RegistrationChange::ConnectionClosed);
+    let closed =
+        c.ep.registrar
+            .location_mut()
+            .connection_closed(ConnectionId(42));
+    assert_eq!(
+        closed.events[0].change,
+        RegistrationChange::ConnectionClosed
+    );
     assert!(!closed.events[0].online);
     assert_eq!(c.ep.registrar.location().len(), 0);
 }
@@ -392,7 +514,10 @@ fn outbound_flow_over_tcp_is_confirmed_replaced_and_dropped_with_its_connection(
 #[test]
 fn expiry_is_driven_by_time_not_sleep() {
     let mut c = Core::new();
-    c.register(&mut uac("1001"), &["Contact: <sip:1001@192.0.2.10>", "Expires: 60"]);
+    c.register(
+        &mut uac("1001"),
+        &["Contact: <sip:1001@192.0.2.10>", "Expires: 60"],
+    );
     let later = c.now.plus_ms(59_000).unix_secs();
     assert!(c.ep.registrar.location_mut().sweep(later).is_empty());
     let after = c.now.plus_ms(61_000).unix_secs();
@@ -408,7 +533,11 @@ fn via_gets_received_and_rport() {
     let via = r.headers.get(&HeaderName::Via).unwrap();
     assert!(via.contains("received=198.51.100.7"), "{via}");
     assert!(via.contains("rport=40000"), "{via}");
-    assert_eq!(r.headers.iter().next().map(|(n, _)| n.clone()), Some(HeaderName::Via), "Via stays first");
+    assert_eq!(
+        r.headers.iter().next().map(|(n, _)| n.clone()),
+        Some(HeaderName::Via),
+        "Via stays first"
+    );
 }
 
 #[test]
@@ -422,7 +551,11 @@ fn other_methods_get_the_right_refusal() {
     };
     let r = c.reply(req("OPTIONS").as_bytes());
     assert_eq!(r.code, 200);
-    assert!(r.headers.get(&HeaderName::Allow).unwrap().contains("REGISTER"));
+    assert!(r
+        .headers
+        .get(&HeaderName::Allow)
+        .unwrap()
+        .contains("REGISTER"));
     let r = c.reply(req("INVITE").as_bytes());
     assert_eq!(r.code, 405);
     assert!(r.headers.get(&HeaderName::Allow).is_some());
@@ -440,14 +573,23 @@ fn malformed_input_is_answered_400_or_dropped_and_changes_nothing() {
     let short_body = good.replace("Content-Length: 0", "Content-Length: 50");
     let r = c.reply(short_body.as_bytes());
     assert_eq!(r.code, 400);
-    let garbage: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..2000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     assert_eq!(c.send(&garbage).silence, Some(Silence::Unanswerable));
     for cut in (0..good.len()).step_by(7) {
         let _ = c.send(&good.as_bytes()[..cut]);
     }
     let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let huge = good.replacen("Max-Forwards: 70\r\n", &format!("Max-Forwards: 70\r\n{many}"), 1);
+    let huge = good.replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\n{many}"),
+        1,
+    );
     let h = c.send(huge.as_bytes());
-    assert!(h.reply.as_ref().is_none_or(|(b, _)| b.starts_with(b"SIP/2.0 400")));
+    assert!(h
+        .reply
+        .as_ref()
+        .is_none_or(|(b, _)| b.starts_with(b"SIP/2.0 400")));
     assert_eq!(c.ep.registrar.location().len(), 1, "nothing changed");
 }

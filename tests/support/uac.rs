@@ -82,7 +82,15 @@ impl Uac {
         self.nc += 1;
         let ha1 = ha1_hex(alg, &self.user, &self.realm, &self.password);
         let cnonce = format!("cn{}", self.nc);
-        let resp = compute_response(alg, &ha1, "REGISTER", uri, &nonce, Some((Qop::Auth, self.nc, &cnonce)), b"");
+        let resp = compute_response(
+            alg,
+            &ha1,
+            "REGISTER",
+            uri,
+            &nonce,
+            Some((Qop::Auth, self.nc, &cnonce)),
+            b"",
+        );
         format!(
             "Authorization: Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}, qop=auth, nc={:08x}, cnonce=\"{}\"",
             self.user,
