@@ -95,6 +95,10 @@ impl Binding {
 }
 
 /// A change the shell writes behind to the store.
+///
+/// Nearly every queued change is an upsert, so boxing the binding would add an allocation to
+/// the REGISTER path without saving memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Persist {
     Upsert { aor: String, binding: Binding },

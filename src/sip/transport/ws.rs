@@ -116,10 +116,13 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(ctx.limits.max_message_bytes);
-    config.max_frame_size = Some(ctx.limits.max_message_bytes);
-    config.max_write_buffer_size = 4 * ctx.limits.max_message_bytes;
+    // tungstenite's defaults (64 MiB messages) would let one client pin that much memory.
+    let config = WebSocketConfig {
+        max_message_size: Some(ctx.limits.max_message_bytes),
+        max_frame_size: Some(ctx.limits.max_message_bytes),
+        max_write_buffer_size: 4 * ctx.limits.max_message_bytes,
+        ..Default::default()
+    };
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config));
     let mut ws = match tokio::time::timeout(ctx.idle_timeout, handshake).await {
