@@ -131,6 +131,10 @@ pub struct SipConfig {
     pub max_contacts_per_aor: usize,
     /// Send OPTIONS to UDP contacts this often and drop bindings that stop answering; 0 = off.
     pub qualify_interval_secs: u64,
+    /// Seconds to wait for a qualify answer.
+    pub qualify_timeout_secs: u64,
+    /// Consecutive unanswered probes that remove a binding.
+    pub qualify_max_failures: u32,
     /// How often bindings changed in memory are written to the store (write-behind).
     pub persist_interval_ms: u64,
     pub auth: AuthConfig,
@@ -159,6 +163,8 @@ impl Default for SipConfig {
             default_expires_secs: 3600,
             max_contacts_per_aor: 10,
             qualify_interval_secs: 0,
+            qualify_timeout_secs: 5,
+            qualify_max_failures: 3,
             persist_interval_ms: 200,
             auth: AuthConfig::default(),
             guard: GuardSettings::default(),
@@ -349,6 +355,17 @@ impl Config {
         }
         if s.max_contacts_per_aor == 0 {
             return Err(invalid("sip.max_contacts_per_aor", "must be at least 1"));
+        }
+        if s.qualify_interval_secs > 0
+            && !(1..s.qualify_interval_secs.max(2)).contains(&s.qualify_timeout_secs)
+        {
+            return Err(invalid(
+                "sip.qualify_timeout_secs",
+                "must be at least 1 and shorter than sip.qualify_interval_secs",
+            ));
+        }
+        if s.qualify_max_failures == 0 {
+            return Err(invalid("sip.qualify_max_failures", "must be at least 1"));
         }
         if !(10..=60_000).contains(&s.persist_interval_ms) {
             return Err(invalid(

@@ -31,6 +31,7 @@ use crate::sip::digest::{DigestConfig, NonceKey, Verifier};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::guard::{Guard, GuardConfig};
 use crate::sip::message::Limits;
+use crate::sip::qualify::QualifyConfig;
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::server::SipServer;
 use crate::sip::transport::{self, stream::StreamContext};
@@ -119,6 +120,15 @@ fn guard_config(cfg: &Config) -> GuardConfig {
         allow: g.allow.clone(),
         scanner_user_agents: g.scanner_user_agents.clone(),
         max_tracked: g.max_tracked,
+    }
+}
+
+fn qualify_config(cfg: &Config) -> QualifyConfig {
+    QualifyConfig {
+        interval_secs: cfg.sip.qualify_interval_secs,
+        timeout_secs: cfg.sip.qualify_timeout_secs,
+        max_failures: cfg.sip.qualify_max_failures,
+        max_outstanding: 10_000,
     }
 }
 
@@ -221,7 +231,8 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> a
         bindings_restored = kept,
         "store loaded"
     );
-    let endpoint = Endpoint::new(Guard::new(guard_config(&cfg)), registrar, limits(&cfg));
+    let mut endpoint = Endpoint::new(Guard::new(guard_config(&cfg)), registrar, limits(&cfg));
+    endpoint.qualify.set_config(qualify_config(&cfg));
     let server = SipServer::new(endpoint, Arc::clone(&metrics));
 
     let shutdown = CancellationToken::new();
@@ -258,6 +269,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> a
                 .with_context(|| format!("sip.udp: cannot bind {addr}"))?,
         );
         bound.sip.udp.push(sock.local_addr()?);
+        server.add_udp_socket(Arc::clone(&sock));
         // Several receivers per socket let a multi-threaded runtime spread datagrams.
         for _ in 0..workers {
             tasks.spawn(transport::udp::serve(
@@ -314,6 +326,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> a
     }
 
     tasks.spawn(Arc::clone(&server).run_sweeper(shutdown.clone()));
+    tasks.spawn(Arc::clone(&server).run_qualify(shutdown.clone()));
     let persister = {
         let server = Arc::clone(&server);
         let token = shutdown.clone();
@@ -467,6 +480,7 @@ async fn reload(
     let changes = server.with_endpoint(|ep| {
         ep.guard.set_config(guard_config(&new));
         ep.limits = limits(&new);
+        ep.qualify.set_config(qualify_config(&new));
         ep.registrar.set_config(registrar_config(&new));
         ep.registrar.verifier_mut().set_config(digest);
         ep.registrar.set_credentials(Arc::new(table))

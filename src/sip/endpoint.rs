@@ -15,6 +15,7 @@ use crate::sip::location::{Changes, Flow};
 use crate::sip::message::{
     salvage_for_reply, HeaderName, Limits, Message, Method, Request, Response,
 };
+use crate::sip::qualify::{Qualifier, QualifyConfig};
 use crate::sip::registrar::{reply_with_tag, AuthNote, Registrar};
 
 /// Methods this daemon accepts today; the Allow header lists them.
@@ -68,6 +69,7 @@ pub struct Endpoint {
     pub guard: Guard,
     pub registrar: Registrar,
     pub limits: Limits,
+    pub qualify: Qualifier,
 }
 
 impl Endpoint {
@@ -76,6 +78,12 @@ impl Endpoint {
             guard,
             registrar,
             limits,
+            qualify: Qualifier::new(QualifyConfig {
+                interval_secs: 0,
+                timeout_secs: 5,
+                max_failures: 3,
+                max_outstanding: 10_000,
+            }),
         }
     }
 
@@ -88,6 +96,7 @@ impl Endpoint {
         let req = match msg {
             Message::Request(r) => r,
             Message::Response(resp) => {
+                self.qualify.on_response(&resp);
                 let mut h = Handled::silent(Silence::NoReplyExpected);
                 h.status = Some(resp.code);
                 h.response = Some(resp);

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod header;
 pub mod location;
 pub mod message;
+pub mod qualify;
 pub mod registrar;
 pub mod server;
 pub mod transport;

@@ -57,6 +57,9 @@ impl PersistQueue {
 
 pub struct SipServer {
     endpoint: Mutex<Endpoint>,
+    /// UDP sockets by local address, so qualify probes leave from the listener the phone
+    /// registered through (the only path its NAT lets back in).
+    udp_sockets: Mutex<HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>>,
     pub metrics: Arc<Metrics>,
     pub events: broadcast::Sender<RegistrationChanged>,
     pub persist: PersistQueue,
@@ -67,6 +70,7 @@ impl SipServer {
         let (events, _) = broadcast::channel(4096);
         let server = Arc::new(SipServer {
             endpoint: Mutex::new(endpoint),
+            udp_sockets: Mutex::new(HashMap::new()),
             metrics,
             events,
             persist: PersistQueue::default(),
@@ -184,6 +188,59 @@ impl SipServer {
                 .set(users as i64);
             self.publish(changes);
             self.update_gauges();
+        }
+    }
+
+    pub fn add_udp_socket(&self, sock: Arc<tokio::net::UdpSocket>) {
+        if let Ok(local) = sock.local_addr() {
+            self.udp_sockets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(local, sock);
+        }
+    }
+
+    /// Once a second: send due OPTIONS probes and remove bindings that stopped answering.
+    pub async fn run_qualify(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Now::system().unix_secs();
+            let (probes, changes) = self.with_endpoint(|ep| {
+                if !ep.qualify.enabled() {
+                    return (Vec::new(), Changes::default());
+                }
+                let (probes, dead) = ep.qualify.poll(ep.registrar.location(), now);
+                let mut changes = Changes::default();
+                for (aor, contact) in dead {
+                    let c = ep.registrar.location_mut().remove_contact(
+                        &aor,
+                        &contact,
+                        crate::events::RegistrationChange::QualifyFailed,
+                    );
+                    changes.events.extend(c.events);
+                    changes.persist.extend(c.persist);
+                }
+                (probes, changes)
+            });
+            self.publish(changes);
+            for p in probes {
+                let sock = self
+                    .udp_sockets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&p.local)
+                    .cloned();
+                if let Some(sock) = sock {
+                    if let Err(e) = sock.send_to(&p.bytes, p.to).await {
+                        tracing::debug!(error = %e, to = %p.to, "qualify probe not sent");
+                    }
+                }
+            }
         }
     }
 
