@@ -867,15 +867,22 @@ pub fn check_nonce(
 /// [`sweep`](Self::sweep)); [`history_lost`](Self::history_lost) reports nonces whose count
 /// history may be gone, and the [`Verifier`] answers those with `Stale` instead of trusting an
 /// empty history, which would reopen replays.
+///
+/// Nonces are tracked by a 64-bit keyed fingerprint rather than by their text: a tracked
+/// nonce then costs about 60 bytes instead of about 220, which matters at a million entries.
+/// The fingerprint is SipHash under a per-process random key, so nobody can aim two nonces at
+/// one slot; an accidental collision (odds about n²/2⁶⁵) only makes the second nonce's first
+/// use look like a replay, which the phone answers by re-authenticating.
 #[derive(Clone, Debug)]
 pub struct NonceCounts {
     capacity: usize,
-    /// Nonce -> last accepted nonce-count.
-    entries: HashMap<String, u32>,
+    hasher: std::hash::RandomState,
+    /// Nonce fingerprint -> last accepted nonce-count.
+    entries: HashMap<u64, u32>,
     /// Same nonces ordered by (issue time, insertion sequence), for O(log n) eviction of the
     /// oldest; the sequence breaks ties so that, among nonces issued in the same second, the
     /// one committed longest ago goes first rather than the one just committed.
-    by_issue: BTreeSet<(u64, u64, String)>,
+    by_issue: BTreeSet<(u64, u64, u64)>,
     /// Next insertion sequence number.
     next_seq: u64,
     /// Newest issue time of any nonce dropped from the table.
@@ -888,11 +895,17 @@ impl NonceCounts {
     pub fn new(capacity: usize) -> Self {
         NonceCounts {
             capacity: capacity.max(1),
+            hasher: std::hash::RandomState::new(),
             entries: HashMap::new(),
             by_issue: BTreeSet::new(),
             next_seq: 0,
             forgotten_through: None,
         }
+    }
+
+    fn key(&self, nonce: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(nonce)
     }
 
     /// True if `nc` is greater than the last accepted count for `nonce` (counts start at 1,
@@ -903,25 +916,26 @@ impl NonceCounts {
 
     /// The last accepted count for `nonce`, if tracked.
     pub fn last(&self, nonce: &str) -> Option<u32> {
-        self.entries.get(nonce).copied()
+        self.entries.get(&self.key(nonce)).copied()
     }
 
     /// True if `nonce` is untracked but was issued no later than a nonce the table has
     /// dropped, i.e. its count history may have been lost.
     pub fn history_lost(&self, nonce: &str, issued_at: u64) -> bool {
-        !self.entries.contains_key(nonce) && self.forgotten_through.is_some_and(|w| issued_at <= w)
+        !self.entries.contains_key(&self.key(nonce))
+            && self.forgotten_through.is_some_and(|w| issued_at <= w)
     }
 
     /// Records `nc` as accepted for `nonce`. Call only after the response verified. Counts
     /// never move backwards. Evicts the oldest-issued nonces beyond capacity.
     pub fn commit(&mut self, nonce: &str, nc: u32, issued_at: u64) {
-        if let Some(last) = self.entries.get_mut(nonce) {
+        let key = self.key(nonce);
+        if let Some(last) = self.entries.get_mut(&key) {
             *last = (*last).max(nc);
             return;
         }
-        self.entries.insert(nonce.to_owned(), nc);
-        self.by_issue
-            .insert((issued_at, self.next_seq, nonce.to_owned()));
+        self.entries.insert(key, nc);
+        self.by_issue.insert((issued_at, self.next_seq, key));
         self.next_seq = self.next_seq.wrapping_add(1);
         self.evict_to(self.capacity);
     }
@@ -950,12 +964,10 @@ impl NonceCounts {
     /// Drops nonces issued before `oldest_valid_issue` (they can no longer pass
     /// [`check_nonce`]) and remembers that their history is gone.
     pub fn sweep(&mut self, oldest_valid_issue: u64) {
-        let keep = self
-            .by_issue
-            .split_off(&(oldest_valid_issue, 0, String::new()));
+        let keep = self.by_issue.split_off(&(oldest_valid_issue, 0, 0));
         let dropped = std::mem::replace(&mut self.by_issue, keep);
-        for (_, _, nonce) in dropped {
-            self.entries.remove(&nonce);
+        for (_, _, key) in dropped {
+            self.entries.remove(&key);
         }
         // Raised even if nothing was tracked: a later reload with a longer lifetime could
         // otherwise revive these nonces with an empty history.
@@ -966,10 +978,10 @@ impl NonceCounts {
 
     fn evict_to(&mut self, capacity: usize) {
         while self.entries.len() > capacity {
-            let Some((issued_at, _, nonce)) = self.by_issue.pop_first() else {
+            let Some((issued_at, _, key)) = self.by_issue.pop_first() else {
                 break;
             };
-            self.entries.remove(&nonce);
+            self.entries.remove(&key);
             self.forget_through(issued_at);
         }
     }
