@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::sip::framing::{next_frame, Frame};
+use crate::sip::framing::{Frame, FrameScanner};
 use crate::sip::location::{Flow, Transport};
 use crate::sip::message::Limits;
 use crate::sip::server::SipServer;
@@ -124,19 +124,21 @@ pub async fn connection<S>(
         connection: Some(conn),
     };
     let mut buf = BytesMut::with_capacity(4096);
+    // Resumable framing: a peer trickling one byte at a time costs linear, not quadratic, work.
+    let mut scanner = FrameScanner::new();
     'conn: loop {
         // Drain every complete frame already buffered before reading more.
         loop {
-            match next_frame(&buf, &ctx.limits) {
+            match scanner.next_frame(&buf, &ctx.limits) {
                 Ok(None) => break,
                 Ok(Some(Frame::KeepAlivePing)) => {
-                    buf.advance(4);
+                    buf.advance(Frame::KeepAlivePing.wire_len());
                     // RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF pong.
                     if stream.write_all(b"\r\n").await.is_err() {
                         break 'conn;
                     }
                 }
-                Ok(Some(Frame::KeepAlivePong)) => buf.advance(2),
+                Ok(Some(Frame::KeepAlivePong)) => buf.advance(Frame::KeepAlivePong.wire_len()),
                 Ok(Some(Frame::Message(len))) => {
                     let msg = buf.split_to(len);
                     if let Some((reply, _)) = ctx.server.handle(&msg, &flow) {
