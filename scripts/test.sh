@@ -20,7 +20,7 @@ step "systemd-analyze verify systemd/gridedge.service"
 bash scripts/verify-systemd-unit.sh
 
 step "fuzz target builds (type-check on the stable toolchain)"
-cargo check --quiet --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check
+cargo check --quiet --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins
 
 step "cargo test (unit, property and end-to-end against real peers)"
 cargo test --all-targets --no-fail-fast

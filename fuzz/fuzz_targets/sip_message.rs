@@ -1,5 +1,5 @@
 //! Fuzzes the SIP wire model end to end: framing, parsing, salvage, the typed header views,
-//! and serialization. Run with `cargo +nightly fuzz run sip_message` from the repository root.
+//! and serialization. Run with `scripts/fuzz.sh sip_message` (cargo-fuzz; see that script for stable toolchains).
 //!
 //! Beyond "never panics", it checks the invariants other components rely on: whatever parses
 //! serializes into something that parses back to the same message, typed header values

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint] [SECONDS]`.
+#
+# Targets: sip_message (framing, parser, typed headers, serialization round trip) and endpoint
+# (the whole sans-IO request path: guard, parse, digest, registrar, reply encoding).
+# libFuzzer needs nightly compiler flags; on this project's stable toolchain RUSTC_BOOTSTRAP=1
+# unlocks them for the fuzz build only. Seeds live in fuzz/seeds; the corpus grows in
+# fuzz/corpus/<target> (not committed).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+target=${1:-sip_message}
+secs=${2:-60}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+mkdir -p "corpus/$target"
+cp -n seeds/* "corpus/$target/" 2>/dev/null || true
+RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=4096
