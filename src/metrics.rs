@@ -14,6 +14,7 @@ pub struct Metrics {
     registry: Registry,
     pub sip_requests: IntCounterVec,
     pub sip_dropped: IntCounterVec,
+    pub sip_retransmissions: IntCounter,
     pub sip_bindings_active: IntGauge,
     pub sip_aors_registered: IntGauge,
     pub sip_auth_failures: IntCounter,
@@ -83,6 +84,11 @@ impl Metrics {
                 "gridedge_sip_dropped_total",
                 "Inbound SIP messages dropped without an answer, by reason.",
                 &["reason"],
+            ),
+            sip_retransmissions: counter(
+                &r,
+                "gridedge_sip_retransmissions_absorbed_total",
+                "Retransmitted requests answered from the transaction cache without reprocessing.",
             ),
             sip_bindings_active: gauge(
                 &r,

@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use crate::clock::Now;
 use crate::sip::guard::{DropReason, Guard, Verdict};
 use crate::sip::header::parse_vias;
-use crate::sip::location::{Changes, Flow};
+use crate::sip::location::{Changes, Flow, Transport};
 use crate::sip::message::{
     salvage_for_reply, HeaderName, Limits, Message, Method, Request, Response,
 };
 use crate::sip::qualify::{Qualifier, QualifyConfig};
 use crate::sip::registrar::{reply_with_tag, AuthNote, Registrar};
+use crate::sip::transaction::{ResponseCache, TIMER_J};
 
 /// Methods this daemon accepts today; the Allow header lists them.
 pub const ALLOW: &str = "REGISTER, OPTIONS";
@@ -47,6 +48,8 @@ pub struct Handled {
     pub changes: Changes,
     /// A response received (for the qualify tracker).
     pub response: Option<Response>,
+    /// The reply is the cached answer to a retransmitted request.
+    pub retransmission: bool,
 }
 
 impl Handled {
@@ -61,6 +64,7 @@ impl Handled {
             ip_banned: false,
             changes: Changes::default(),
             response: None,
+            retransmission: false,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct Endpoint {
     pub registrar: Registrar,
     pub limits: Limits,
     pub qualify: Qualifier,
+    /// Final responses sent over UDP, replayed to retransmissions.
+    pub transactions: ResponseCache,
 }
 
 impl Endpoint {
@@ -84,6 +90,7 @@ impl Endpoint {
                 max_failures: 3,
                 max_outstanding: 10_000,
             }),
+            transactions: ResponseCache::new(16_384, TIMER_J),
         }
     }
 
@@ -110,7 +117,28 @@ impl Endpoint {
             h.ip_banned = reason == DropReason::Flood;
             return h;
         }
-        self.dispatch(req, flow, now)
+        // Only UDP retransmits (RFC 3261 §17.1.2.2); stream transports never repeat a request.
+        let key = (flow.transport == Transport::Udp)
+            .then(|| self.transactions.key(&req, flow.source))
+            .flatten();
+        if let Some(key) = key {
+            if let Some((bytes, status)) = self.transactions.lookup(key, now.instant) {
+                let mut h = Handled::silent(Silence::NoReplyExpected);
+                h.silence = None;
+                h.method = Some(req.method.clone());
+                h.status = Some(status);
+                h.retransmission = true;
+                h.reply = Some((bytes.to_vec(), flow.source));
+                return h;
+            }
+        }
+        let h = self.dispatch(req, flow, now);
+        if let (Some(key), Some((bytes, _)), Some(status)) = (key, &h.reply, h.status) {
+            if status >= 200 {
+                self.transactions.insert(key, bytes, status, now.instant);
+            }
+        }
+        h
     }
 
     fn dispatch(&mut self, req: Request, flow: &Flow, now: Now) -> Handled {

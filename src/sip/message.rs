@@ -50,6 +50,8 @@ pub enum ParseError {
     NotUtf8 { line: usize },
     #[error("line {line} contains a CR that does not end the line")]
     BareCr { line: usize },
+    #[error("line {line} contains a control character outside a quoted-pair")]
+    ControlChar { line: usize },
     #[error("header section is not terminated by an empty line")]
     UnterminatedHeaders,
     #[error("invalid request line: {0}")]
@@ -607,21 +609,38 @@ impl<'a> TextLines<'a> {
         if line.as_bytes().contains(&b'\r') {
             return Err(ParseError::BareCr { line: self.line_no });
         }
+        check_controls(line.as_bytes(), self.line_no)?;
         Ok(Some(line))
     }
 }
 
 /// Decodes one line as UTF-8 and rejects CRs inside it, like [`TextLines::next_line`].
 ///
-/// Other control characters are allowed because RFC 3261 permits them inside quoted-pairs
-/// (RFC 4475 §3.1.1.3 sends a NUL); a stray CR is refused because other SIP stacks may treat
-/// it as a line break, which would let a value smuggle in a header.
+/// A stray CR is refused because other SIP stacks may treat it as a line break, which would
+/// let a value smuggle in a header.
 fn line_text(line: &[u8], line_no: usize) -> Result<&str, ParseError> {
     let text = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8 { line: line_no })?;
     if text.as_bytes().contains(&b'\r') {
         return Err(ParseError::BareCr { line: line_no });
     }
+    check_controls(text.as_bytes(), line_no)?;
     Ok(text)
+}
+
+/// RFC 3261's grammar admits control characters (NUL, BEL, DEL, ...) only as quoted-pairs,
+/// `\` followed by the character, which RFC 4475's "intmeth" exercises. A raw one anywhere
+/// else is malformed, and letting it through would hand C-string truncation tricks to every
+/// system downstream (logs, the softswitch, the grid), so it is refused here.
+fn check_controls(line: &[u8], line_no: usize) -> Result<(), ParseError> {
+    let mut escaped = false;
+    for &b in line {
+        let control = (b < 0x20 && b != b'\t') || b == 0x7f;
+        if control && !escaped {
+            return Err(ParseError::ControlChar { line: line_no });
+        }
+        escaped = !escaped && b == b'\\';
+    }
+    Ok(())
 }
 
 fn is_status_line(line: &[u8]) -> bool {
@@ -1194,6 +1213,39 @@ mod tests {
              CSeq: 1 OPTIONS\r\n\
              {extra}\r\n{body}"
         )
+    }
+
+    #[test]
+    fn raw_control_characters_are_refused_but_quoted_pairs_pass() {
+        let msg = |to: &str| {
+            format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+                 To: {to}\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for raw in [
+            "\"a\x00b\" <sip:a@b>",
+            "<sip:a@b>\x07",
+            "<sip:a@b>;x=\x7f",
+            "\"\\\\\x00\" <sip:a@b>",
+        ] {
+            let m = msg(raw);
+            assert!(
+                matches!(
+                    Message::parse(m.as_bytes(), &Limits::default()),
+                    Err(ParseError::ControlChar { .. })
+                ),
+                "{raw:?}"
+            );
+        }
+        assert!(
+            Message::parse(msg("\"x\\\x00y\" <sip:a@b>").as_bytes(), &Limits::default()).is_ok()
+        );
+        assert!(Message::parse(
+            msg("\"tab\there\" <sip:a@b>").as_bytes(),
+            &Limits::default()
+        )
+        .is_ok());
     }
 
     #[test]

@@ -11,4 +11,5 @@ pub mod message;
 pub mod qualify;
 pub mod registrar;
 pub mod server;
+pub mod transaction;
 pub mod transport;
