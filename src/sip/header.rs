@@ -478,7 +478,7 @@ impl Params {
                 return Err(HeaderError::InvalidParam("missing URI parameter name"));
             }
             if !valid_uri_component(name, PARAM_EXTRA)
-                || !value.map_or(true, |v| valid_uri_component(v, PARAM_EXTRA))
+                || !value.is_none_or(|v| valid_uri_component(v, PARAM_EXTRA))
             {
                 return Err(HeaderError::InvalidParam(
                     "invalid character in URI parameter",
@@ -594,7 +594,7 @@ impl SipUri {
                 if !valid_uri_component(user, USER_EXTRA) {
                     return Err(HeaderError::InvalidUri("invalid character in user part"));
                 }
-                if !password.map_or(true, |p| valid_uri_component(p, PASSWORD_EXTRA)) {
+                if !password.is_none_or(|p| valid_uri_component(p, PASSWORD_EXTRA)) {
                     return Err(HeaderError::InvalidUri("invalid character in password"));
                 }
                 (Some(user.to_owned()), password.map(str::to_owned))
@@ -998,7 +998,7 @@ impl Via {
         let params = Params::parse_header_params(&mut sc)?;
         if let Some(rport) = params.get("rport") {
             // Validated here so `Via::rport` can be a plain lookup.
-            if !rport.map_or(true, |v| parse_port(v).is_ok()) {
+            if !rport.is_none_or(|v| parse_port(v).is_ok()) {
                 return Err(HeaderError::InvalidVia("rport is not a port number"));
             }
         }
