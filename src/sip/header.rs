@@ -998,7 +998,7 @@ impl Via {
         let params = Params::parse_header_params(&mut sc)?;
         if let Some(rport) = params.get("rport") {
             // Validated here so `Via::rport` can be a plain lookup.
-            if !rport.is_none_or(|v| parse_port(v).is_ok()) {
+            if rport.is_some_and(|v| parse_port(v).is_err()) {
                 return Err(HeaderError::InvalidVia("rport is not a port number"));
             }
         }
