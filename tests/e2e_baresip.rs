@@ -1,0 +1,242 @@
+//! baresip 1.0 (package baresip-core; MD5 digest only) registers, re-registers and
+//! unregisters against the real daemon.
+//!
+//! Invocation (verified against Kamailio 5.6 first):
+//!   HOME=<tmp> baresip -f <tmp>/cfg -s -t <secs>
+//! with `<tmp>/cfg/config` = `sip_listen 127.0.0.1:0`, `module_path /usr/lib/baresip/modules`,
+//! `module_app account.so` (no audio modules, no console) and `<tmp>/cfg/accounts` =
+//! `<sip:1001@127.0.0.1:PORT;transport=udp>;auth_pass=...;regint=N`.
+//! `-s` traces every SIP message to stdout: without it baresip prints only the first
+//! "200 OK" of a registration, not the refreshes. SIGTERM makes it unregister (expires=0).
+//! baresip refreshes about every 0.9 x regint seconds and sends each refresh unauthenticated
+//! first (a new 401 every time against Kamailio).
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// baresip answers the first WWW-Authenticate it sees and fails on SHA-256 ("Function not
+/// implemented"), so MD5 only; min_expires lowered so refreshes come quickly.
+const CONFIG: &str = r#"
+[sip]
+min_expires_secs = 4
+[sip.auth]
+algorithms = ["MD5"]
+"#;
+
+struct Baresip {
+    proc: ProcGuard,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Baresip {
+    fn start(account: &str) -> Baresip {
+        let bin = require_tool("baresip");
+        let dir = tempfile::Builder::new()
+            .prefix("gridedge-baresip-")
+            .tempdir()
+            .unwrap();
+        let cfg = dir.path().join("cfg");
+        fs::create_dir_all(&cfg).unwrap();
+        fs::write(
+            cfg.join("config"),
+            "sip_listen\t127.0.0.1:0\n\
+             module_path\t/usr/lib/baresip/modules\n\
+             module_app\taccount.so\n",
+        )
+        .unwrap();
+        fs::write(cfg.join("accounts"), format!("{account}\n")).unwrap();
+        let out = dir.path().join("baresip.out");
+        let log = fs::File::create(&out).unwrap();
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-s")
+            .args(["-t", "120"]) // hard stop, in case every guard fails
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn baresip");
+        Baresip {
+            proc: ProcGuard::new("baresip", child),
+            out,
+            _dir: dir,
+        }
+    }
+
+    fn output(&self) -> String {
+        read_lossy(&self.out)
+    }
+
+    /// Number of traced `SIP/2.0 <code> ...` responses to REGISTER.
+    fn register_responses(&self, code: u16) -> usize {
+        count_responses(&self.output(), code, "REGISTER")
+    }
+
+    /// Contact URIs baresip sent in its REGISTERs.
+    fn sent_contacts(&self) -> Vec<String> {
+        let out = self.output();
+        let mut v: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with("Contact:"))
+            .map(|l| contact_uri(l.trim_start_matches("Contact:").trim()).to_string())
+            .collect();
+        v.dedup();
+        v
+    }
+}
+
+/// Counts traced responses `SIP/2.0 <code>` whose CSeq method is `method`.
+fn count_responses(trace: &str, code: u16, method: &str) -> usize {
+    let status = format!("SIP/2.0 {code} ");
+    let mut in_resp = false;
+    let mut n = 0;
+    for line in trace.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("SIP/2.0 ") || line.ends_with(" SIP/2.0") {
+            in_resp = line.starts_with(&status);
+        } else if in_resp && line.to_ascii_lowercase().starts_with("cseq:") {
+            if line.ends_with(method) {
+                n += 1;
+            }
+            in_resp = false;
+        }
+    }
+    n
+}
+
+fn wait_for(
+    what: &str,
+    b: &Baresip,
+    d: &Daemon,
+    timeout: Duration,
+    cond: impl Fn(&Baresip) -> bool,
+) {
+    if poll_until(timeout, || cond(b).then_some(())).is_none() {
+        d.fail(&format!(
+            "baresip: {what} not seen within {timeout:?}\n--- baresip output:\n{}",
+            tail(&b.output(), 16000)
+        ));
+    }
+}
+
+fn baresip_register_cycle(transport: &str, user: &str) {
+    let d = Daemon::start(CONFIG);
+    let port = match transport {
+        "udp" => d.listeners.udp().port(),
+        _ => d.listeners.tcp().port(),
+    };
+    let regint = 5;
+    let account = format!(
+        "<sip:{user}@127.0.0.1:{port};transport={transport}>;auth_pass={};regint={regint}",
+        password_of(user)
+    );
+    let mut b = Baresip::start(&account);
+
+    // 1. first registration
+    wait_for(
+        "a 200 OK to REGISTER",
+        &b,
+        &d,
+        Duration::from_secs(15),
+        |b| b.register_responses(200) >= 1,
+    );
+    let status_line = format!(
+        "{user}@127.0.0.1: {{0/{}/v4}} 200 OK",
+        transport.to_uppercase()
+    );
+    assert!(
+        b.output().contains(&status_line),
+        "baresip did not report the registration ({status_line:?})"
+    );
+    assert_eq!(
+        d.bindings_active(),
+        1.0,
+        "bindings after baresip registered:\n{}",
+        d.metrics()
+    );
+
+    // the binding is visible to another client querying the same AoR
+    let contacts = b.sent_contacts();
+    assert!(!contacts.is_empty(), "no Contact in baresip's trace");
+    let mut c = d.udp_client();
+    let mut q_uac = Uac::new(user);
+    q_uac.domain = format!("127.0.0.1:{port}");
+    let pw = password_of(user);
+    let q = register(&mut c, &mut q_uac, &RegisterOpts::new(&pw, None), "query").response;
+    assert_eq!(q.code, 200, "query:\n{}", q.raw);
+    assert_binding_listed(&q, &contacts[0], "query for baresip's binding");
+
+    // 2. re-registration: at least two successful REGISTERs (refresh after ~0.9 x regint)
+    wait_for(
+        "a second 200 OK (refresh)",
+        &b,
+        &d,
+        Duration::from_secs(4 * regint),
+        |b| b.register_responses(200) >= 2,
+    );
+    let ok = d
+        .metric("gridedge_sip_requests_total", &["REGISTER", "\"200\""])
+        .unwrap_or(0.0);
+    assert!(
+        ok >= 3.0,
+        "REGISTER 200s counted by the daemon: {ok} (want >= 3: 2 baresip + 1 query)"
+    );
+    assert_eq!(
+        d.bindings_active(),
+        1.0,
+        "a refresh must not add a binding:\n{}",
+        d.metrics()
+    );
+
+    // 3. SIGTERM: baresip unregisters (Contact ;expires=0) and the binding goes away
+    let before = b.register_responses(200);
+    let status = b.proc.terminate(Duration::from_secs(15));
+    assert!(status.is_some(), "baresip did not exit after SIGTERM");
+    assert!(
+        b.register_responses(200) > before,
+        "baresip's un-REGISTER was not accepted:\n{}",
+        tail(&b.output(), 8000)
+    );
+    if poll_until(Duration::from_secs(5), || {
+        (d.bindings_active() == 0.0).then_some(())
+    })
+    .is_none()
+    {
+        d.fail(&format!(
+            "binding not removed by the un-REGISTER:\n{}",
+            d.metrics()
+        ));
+    }
+    assert_eq!(
+        b.register_responses(401) + b.register_responses(200),
+        count_requests(&b.output(), "REGISTER"),
+        "every REGISTER got a 401 or 200 (no other status, no loss):\n{}",
+        tail(&b.output(), 8000)
+    );
+}
+
+fn count_requests(trace: &str, method: &str) -> usize {
+    let prefix = format!("{method} ");
+    trace
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.trim_end().ends_with("SIP/2.0"))
+        .count()
+}
+
+#[test]
+fn baresip_registers_and_reregisters_over_udp() {
+    baresip_register_cycle("udp", "1001");
+}
+
+#[test]
+fn baresip_registers_and_reregisters_over_tcp() {
+    baresip_register_cycle("tcp", "1002");
+}
