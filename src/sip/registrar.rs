@@ -120,14 +120,15 @@ impl Registrar {
 
     /// Processes one REGISTER (RFC 3261 §10.3 steps 1-8).
     ///
-    /// `is_banned` is asked about the digest username before any hashing, so a banned
-    /// brute-forcer costs one header parse.
+    /// `is_banned` is asked about the AoR and the digest username before any hashing, so a
+    /// banned brute-forcer costs one header parse and gets no answer at all, not even a
+    /// challenge.
     pub fn handle_register(
         &mut self,
         req: &Request,
         flow: &Flow,
         now: Now,
-        is_banned: impl FnOnce(&str) -> bool,
+        is_banned: impl Fn(&str) -> bool,
     ) -> Handled {
         let mut changes = Changes::default();
         let (response, auth) = match self.process(req, flow, now, &mut changes, is_banned) {
@@ -151,7 +152,7 @@ impl Registrar {
         flow: &Flow,
         now: Now,
         changes: &mut Changes,
-        is_banned: impl FnOnce(&str) -> bool,
+        is_banned: impl Fn(&str) -> bool,
     ) -> Result<(Response, AuthNote), (u16, &'static str, AuthNote)> {
         let bad = |reason: &'static str| (400, reason, AuthNote::None);
 
@@ -194,6 +195,12 @@ impl Registrar {
             && !self.cfg.domains.contains(&to.uri.host.to_ascii_lowercase())
         {
             return Err((404, "Domain Not Served", AuthNote::None));
+        }
+        if is_banned(&aor) {
+            return Ok((
+                Response::reply_to(req, 403, "Forbidden"),
+                AuthNote::Banned(aor),
+            ));
         }
         let call_id = req
             .headers
