@@ -40,6 +40,7 @@ fn endpoint(alg: Algorithm, users: usize) -> Endpoint {
         max_expires: 3600,
         default_expires: 3600,
         max_contacts: 10,
+        md5_only_user_agents: vec!["baresip".into()],
     };
     let guard = Guard::new(GuardConfig {
         allow: vec!["198.51.100.0/24".parse().unwrap()],

@@ -182,6 +182,9 @@ pub struct AuthConfig {
     pub require_qop: bool,
     /// Bound on the nonce-count replay table.
     pub max_tracked_nonces: usize,
+    /// User-Agent substrings (case-insensitive) of phones that fail on any challenge they
+    /// cannot answer; they are offered MD5 alone.
+    pub md5_only_user_agents: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -191,6 +194,10 @@ impl Default for AuthConfig {
             nonce_lifetime_secs: 300,
             require_qop: true,
             max_tracked_nonces: 1_000_000,
+            md5_only_user_agents: ["baresip", "sipp", "sipsak", "pyvoip"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
         }
     }
 }

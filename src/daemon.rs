@@ -94,6 +94,14 @@ fn registrar_config(cfg: &Config) -> RegistrarConfig {
         max_expires: cfg.sip.max_expires_secs,
         default_expires: cfg.sip.default_expires_secs,
         max_contacts: cfg.sip.max_contacts_per_aor,
+        md5_only_user_agents: cfg
+            .sip
+            .auth
+            .md5_only_user_agents
+            .iter()
+            .map(|u| u.to_ascii_lowercase())
+            .filter(|u| !u.is_empty())
+            .collect(),
     }
 }
 

@@ -48,6 +48,7 @@ impl Core {
             max_expires: 3600,
             default_expires: 3600,
             max_contacts: 3,
+            md5_only_user_agents: vec!["baresip".into()],
         };
         let mut dc = DigestConfig {
             realm: "gridedge".into(),
@@ -434,6 +435,24 @@ fn expired_nonce_is_stale_and_replayed_nc_is_refused() {
         .get(&HeaderName::WwwAuthenticate)
         .unwrap()
         .contains("stale=true"));
+}
+
+#[test]
+fn legacy_user_agents_get_md5_alone() {
+    let mut c = Core::new();
+    let mut u = uac("1001");
+    let resp = c.reply(&u.register(&["User-Agent: baresip v1.0.0 (x86_64/linux)"]));
+    let algs: Vec<String> = resp
+        .headers
+        .get_all(&HeaderName::WwwAuthenticate)
+        .map(|v| param(v, "algorithm").unwrap())
+        .collect();
+    assert_eq!(algs, ["MD5"]);
+    // The same phone is still held to the configured set: with MD5 not offered, no exception.
+    let mut sha_only = Core::with(|_, d| d.algorithms = vec![Algorithm::Sha256]);
+    let resp = sha_only.reply(&u.register(&["User-Agent: baresip v1.0.0 (x86_64/linux)"]));
+    let v = resp.headers.get(&HeaderName::WwwAuthenticate).unwrap();
+    assert_eq!(param(v, "algorithm").as_deref(), Some("SHA-256"));
 }
 
 #[test]

@@ -29,6 +29,7 @@ fn endpoint() -> &'static Mutex<Endpoint> {
                 max_expires: 3600,
                 default_expires: 3600,
                 max_contacts: 4,
+                md5_only_user_agents: vec!["baresip".into()],
             },
             Verifier::new(DigestConfig::default(), NonceKey::from_bytes([9; 32])),
             Arc::new(creds),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::clock::Now;
 use crate::sip::credentials::CredentialTable;
-use crate::sip::digest::{AuthOutcome, DigestCredentials, RejectReason, Verifier};
+use crate::sip::digest::{Algorithm, AuthOutcome, DigestCredentials, RejectReason, Verifier};
 use crate::sip::header::{parse_contacts, parse_expires, CSeq, ContactValue, NameAddr};
 use crate::sip::location::{ApplyError, Binding, Changes, ContactUpdate, Flow, Location};
 use crate::sip::message::{HeaderName, Request, Response};
@@ -24,6 +24,11 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     pub default_expires: u32,
     pub max_contacts: usize,
+    /// Lower-cased User-Agent substrings of phones that fail on any challenge they cannot
+    /// answer (Debian's baresip 1.0 gives up on a SHA-256 challenge even when MD5 is offered
+    /// beside it; SIPp 3.6.1 reads only the first): they get the MD5 challenge alone, everyone
+    /// else the configured set in order.
+    pub md5_only_user_agents: Vec<String>,
 }
 
 /// What authentication concluded, for the guard and metrics.
@@ -381,10 +386,30 @@ impl Registrar {
 
     fn challenge(&mut self, req: &Request, flow: &Flow, now: Now, stale: bool) -> Response {
         let mut resp = self.reply(req, 401, "Unauthorized");
-        for value in self
+        let mut values = self
             .verifier
-            .challenge(now.unix_secs(), flow.source.ip(), stale)
-        {
+            .challenge(now.unix_secs(), flow.source.ip(), stale);
+        // One challenge per configured algorithm, in configuration order.
+        let md5 = self
+            .verifier
+            .config()
+            .algorithms
+            .iter()
+            .position(|a| *a == Algorithm::Md5);
+        if let (Some(i), Some(ua)) = (md5, req.headers.get(&HeaderName::UserAgent)) {
+            let ua = ua.to_ascii_lowercase();
+            if i < values.len()
+                && self
+                    .cfg
+                    .md5_only_user_agents
+                    .iter()
+                    .any(|p| ua.contains(p.as_str()))
+            {
+                let v = values.swap_remove(i);
+                values = vec![v];
+            }
+        }
+        for value in values {
             resp.headers.push(HeaderName::WwwAuthenticate, value);
         }
         resp
