@@ -121,6 +121,9 @@ pub struct SipConfig {
     pub tls_key: Option<PathBuf>,
     pub max_message_bytes: usize,
     pub max_headers: usize,
+    /// Kernel receive and send buffer requested for each UDP socket (capped by
+    /// net.core.rmem_max / wmem_max); 0 keeps the system default.
+    pub udp_buffer_bytes: usize,
     /// Open TCP/TLS/WS/WSS connections across all stream listeners.
     pub max_connections: usize,
     /// A stream connection with no traffic for this long is closed (keep-alives count).
@@ -156,6 +159,7 @@ impl Default for SipConfig {
             tls_key: None,
             max_message_bytes: 65_535,
             max_headers: 128,
+            udp_buffer_bytes: 4 << 20,
             max_connections: 10_000,
             idle_timeout_secs: 300,
             min_expires_secs: 60,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -155,23 +155,23 @@ fn seed_and_load_credentials(
     now_unix: u64,
 ) -> anyhow::Result<CredentialTable> {
     let realm = &cfg.sip.realm;
-    let seeds: Vec<(String, Credential)> = cfg
-        .extensions
-        .iter()
-        .map(|e| {
-            let mut c = match &e.password {
-                Some(pw) => Credential::from_password(&e.user, realm, pw),
-                None => Credential {
-                    ha1_md5: e.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()),
-                    ha1_sha256: e.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
-                    ha1_sha512_256: e.ha1_sha512_256.as_ref().map(|h| h.to_ascii_lowercase()),
-                    enabled: true,
-                },
-            };
-            c.enabled = e.enabled.unwrap_or(true);
-            (e.user.clone(), c)
-        })
-        .collect();
+    let mut seeds: Vec<(String, Credential)> = Vec::with_capacity(cfg.extensions.len());
+    for (i, e) in cfg.extensions.iter().enumerate() {
+        let enabled = e.enabled.unwrap_or(true);
+        let mut c = match &e.password {
+            Some(pw) => Credential::from_password(&e.user, realm, pw),
+            // Config validation already checked the hex; this only re-states it.
+            None => Credential::from_hex(
+                e.ha1_md5.as_deref(),
+                e.ha1_sha256.as_deref(),
+                e.ha1_sha512_256.as_deref(),
+                enabled,
+            )
+            .with_context(|| format!("extensions[{i}]"))?,
+        };
+        c.enabled = enabled;
+        seeds.push((e.user.clone(), c));
+    }
     store
         .seed_extensions(realm, &seeds, now_unix)
         .context("seeding extensions")?;
@@ -208,7 +208,11 @@ fn notify(state: sd_notify::NotifyState<'_>) {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
-pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> anyhow::Result<()> {
+pub async fn run(
+    mut cfg: Config,
+    config_path: Option<PathBuf>,
+    log: LogHandle,
+) -> anyhow::Result<()> {
     let now = Now::system();
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
@@ -218,6 +222,8 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> a
         &cfg,
         now.unix_secs(),
     )?);
+    // The plaintext seeds have served their purpose; don't keep them (or their memory) around.
+    cfg.extensions = Vec::new();
     let key = nonce_key(&store)?;
     let restored = store.load_bindings(now.unix_secs())?;
 
@@ -272,8 +278,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> a
     let workers = worker_threads();
     for addr in &cfg.sip.udp {
         let sock = Arc::new(
-            UdpSocket::bind(addr)
-                .await
+            transport::udp::bind(*addr, cfg.sip.udp_buffer_bytes)
                 .with_context(|| format!("sip.udp: cannot bind {addr}"))?,
         );
         bound.sip.udp.push(sock.local_addr()?);
@@ -351,7 +356,6 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, log: LogHandle) -> a
     notify(sd_notify::NotifyState::Ready);
     tasks.spawn(watchdog(Arc::clone(&server), shutdown.clone()));
 
-    let mut cfg = cfg;
     wait_for_signals(&mut cfg, config_path.as_deref(), &server, &log).await;
 
     tracing::info!("shutting down");
@@ -494,6 +498,8 @@ async fn reload(
         ep.registrar.set_credentials(Arc::new(table))
     });
     server.publish(changes);
+    let mut new = new;
+    new.extensions = Vec::new();
     *cfg = new;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::sip::credentials::{Credential, CredentialTable};
+use crate::sip::digest::Algorithm;
 use crate::sip::location::{Binding, ConnectionId, Flow, Persist, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -173,9 +174,9 @@ impl Store {
                 up.execute(params![
                     user,
                     realm,
-                    c.ha1_md5,
-                    c.ha1_sha256,
-                    c.ha1_sha512_256,
+                    c.ha1_hex(Algorithm::Md5),
+                    c.ha1_hex(Algorithm::Sha256),
+                    c.ha1_hex(Algorithm::Sha512_256),
                     c.enabled,
                     now_unix as i64
                 ])?;
@@ -202,15 +203,22 @@ impl Store {
                 wrong_realm += 1;
                 continue;
             }
-            table.insert(
-                r.get(0)?,
-                Credential {
-                    ha1_md5: r.get(2)?,
-                    ha1_sha256: r.get(3)?,
-                    ha1_sha512_256: r.get(4)?,
-                    enabled: r.get(5)?,
-                },
-            );
+            let user: String = r.get(0)?;
+            let (md5, sha256, sha512): (Option<String>, Option<String>, Option<String>) =
+                (r.get(2)?, r.get(3)?, r.get(4)?);
+            match Credential::from_hex(
+                md5.as_deref(),
+                sha256.as_deref(),
+                sha512.as_deref(),
+                r.get(5)?,
+            ) {
+                Ok(c) => {
+                    table.insert(user, c);
+                }
+                Err(e) => {
+                    tracing::warn!(user, error = %e, "skipping extension with an unreadable credential")
+                }
+            }
         }
         if wrong_realm > 0 {
             tracing::warn!(

@@ -246,7 +246,7 @@ impl Registrar {
             &req.body,
             flow.source.ip(),
             now.unix_secs(),
-            |user, alg| table.get(user).and_then(|c| c.ha1(alg)).map(str::to_owned),
+            |user, alg| table.get(user).and_then(|c| c.ha1_hex(alg)),
         );
         let user = match outcome {
             AuthOutcome::Authenticated { username } => username,

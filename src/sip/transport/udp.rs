@@ -9,6 +9,29 @@ use tokio_util::sync::CancellationToken;
 use crate::sip::location::{Flow, Transport};
 use crate::sip::server::SipServer;
 
+/// Binds a UDP socket with large kernel buffers. A registration storm after an outage arrives
+/// in bursts; the default buffer (about 200 KiB) overflows and every dropped REGISTER costs the
+/// phone a 500 ms retransmission. The kernel caps the request at `net.core.rmem_max`; the
+/// effective size is logged.
+pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer_bytes > 0 {
+        // Best effort: a smaller buffer is a performance matter, not a reason to refuse to run.
+        let _ = sock.set_recv_buffer_size(buffer_bytes);
+        let _ = sock.set_send_buffer_size(buffer_bytes);
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    tracing::debug!(
+        %addr,
+        recv_buffer = sock.recv_buffer_size().unwrap_or(0),
+        send_buffer = sock.send_buffer_size().unwrap_or(0),
+        "udp socket bound"
+    );
+    UdpSocket::from_std(sock.into())
+}
+
 /// Receives on `socket` until shutdown. Several of these may share one socket.
 pub async fn serve(
     socket: Arc<UdpSocket>,
