@@ -176,7 +176,7 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    fn parse(text: &str) -> Result<Listeners, String> {
+    pub fn parse(text: &str) -> Result<Listeners, String> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let addr = |s: &serde_json::Value| -> Result<SocketAddr, String> {
             s.as_str()
