@@ -234,17 +234,10 @@ impl Default for GuardSettings {
             auth_failure_window_secs: 60,
             auth_ban_secs: 900,
             allow: Vec::new(),
-            scanner_user_agents: [
-                "friendly",
-                "scanner",
-                "sipcli",
-                "sipvicious",
-                "vaxsipuseragent",
-                "pplsip",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            scanner_user_agents: crate::sip::guard::DEFAULT_SCANNER_USER_AGENTS
+                .into_iter()
+                .map(String::from)
+                .collect(),
             max_tracked: 100_000,
         }
     }

@@ -34,7 +34,8 @@ use crate::sip::message::Limits;
 use crate::sip::qualify::QualifyConfig;
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::server::SipServer;
-use crate::sip::transport::{self, stream::StreamContext};
+use crate::sip::transport;
+use crate::sip::transport::listener::{self, Framing, StreamContext};
 use crate::store::{Durability, Store};
 
 /// Lets SIGHUP change the log filter of the running subscriber.
@@ -318,14 +319,19 @@ pub async fn run(
             .await
             .with_context(|| format!("sip.tcp: cannot bind {addr}"))?;
         bound.sip.tcp.push(l.local_addr()?);
-        tasks.spawn(transport::stream::serve(l, None, ctx.clone()));
+        tasks.spawn(listener::serve(
+            l,
+            None,
+            Framing::ContentLength,
+            ctx.clone(),
+        ));
     }
     for addr in &cfg.sip.ws {
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("sip.ws: cannot bind {addr}"))?;
         bound.sip.ws.push(l.local_addr()?);
-        tasks.spawn(transport::ws::serve(l, None, ctx.clone()));
+        tasks.spawn(listener::serve(l, None, Framing::WebSocket, ctx.clone()));
     }
     if cfg.tls_enabled() {
         let (cert, key) = (cfg.sip.tls_cert.as_deref(), cfg.sip.tls_key.as_deref());
@@ -336,9 +342,10 @@ pub async fn run(
                 .await
                 .with_context(|| format!("sip.tls: cannot bind {addr}"))?;
             bound.sip.tls.push(l.local_addr()?);
-            tasks.spawn(transport::stream::serve(
+            tasks.spawn(listener::serve(
                 l,
                 Some(acceptor.clone()),
+                Framing::ContentLength,
                 ctx.clone(),
             ));
         }
@@ -347,12 +354,16 @@ pub async fn run(
                 .await
                 .with_context(|| format!("sip.wss: cannot bind {addr}"))?;
             bound.sip.wss.push(l.local_addr()?);
-            tasks.spawn(transport::ws::serve(l, Some(acceptor.clone()), ctx.clone()));
+            tasks.spawn(listener::serve(
+                l,
+                Some(acceptor.clone()),
+                Framing::WebSocket,
+                ctx.clone(),
+            ));
         }
     }
 
     tasks.spawn(Arc::clone(&server).run_sweeper(shutdown.clone()));
-    tasks.spawn(Arc::clone(&server).run_qualify(shutdown.clone()));
     let persister = {
         let server = Arc::clone(&server);
         let token = shutdown.clone();

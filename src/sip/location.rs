@@ -113,6 +113,12 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Moves everything from `other` into `self`, keeping order.
+    pub fn append(&mut self, mut other: Changes) {
+        self.events.append(&mut other.events);
+        self.persist.append(&mut other.persist);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.persist.is_empty()
     }

@@ -108,8 +108,7 @@ impl Registrar {
             let c = self
                 .location
                 .remove_aor(&aor, crate::events::RegistrationChange::Administrative);
-            changes.events.extend(c.events);
-            changes.persist.extend(c.persist);
+            changes.append(c);
         }
         self.credentials = creds;
         changes
@@ -347,8 +346,7 @@ impl Registrar {
         };
         match result {
             Ok(c) => {
-                changes.events.extend(c.events);
-                changes.persist.extend(c.persist);
+                changes.append(c);
             }
             Err(ApplyError::OutOfOrder) => return Err((400, "Out Of Order CSeq", authed)),
             Err(ApplyError::TooManyContacts) => return Err((403, "Too Many Contacts", authed)),

@@ -158,7 +158,8 @@ impl SipServer {
         self.metrics.sip_aors_registered.set(aors as i64);
     }
 
-    /// Once a second: expire bindings, forget stale guard entries, refresh ban gauges.
+    /// Once a second: expire bindings, forget stale guard entries, refresh ban gauges, and
+    /// qualify UDP contacts.
     pub async fn run_sweeper(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,6 +189,7 @@ impl SipServer {
                 .set(users as i64);
             self.publish(changes);
             self.update_gauges();
+            self.qualify_tick(now.unix_secs()).await;
         }
     }
 
@@ -200,45 +202,35 @@ impl SipServer {
         }
     }
 
-    /// Once a second: send due OPTIONS probes and remove bindings that stopped answering.
-    pub async fn run_qualify(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+    /// Sends due OPTIONS probes and removes bindings that stopped answering.
+    async fn qualify_tick(&self, now_unix: u64) {
+        let (probes, changes) = self.with_endpoint(|ep| {
+            if !ep.qualify.enabled() {
+                return (Vec::new(), Changes::default());
             }
-            let now = Now::system().unix_secs();
-            let (probes, changes) = self.with_endpoint(|ep| {
-                if !ep.qualify.enabled() {
-                    return (Vec::new(), Changes::default());
-                }
-                let (probes, dead) = ep.qualify.poll(ep.registrar.location(), now);
-                let mut changes = Changes::default();
-                for (aor, contact) in dead {
-                    let c = ep.registrar.location_mut().remove_contact(
-                        &aor,
-                        &contact,
-                        crate::events::RegistrationChange::QualifyFailed,
-                    );
-                    changes.events.extend(c.events);
-                    changes.persist.extend(c.persist);
-                }
-                (probes, changes)
-            });
-            self.publish(changes);
-            for p in probes {
-                let sock = self
-                    .udp_sockets
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&p.local)
-                    .cloned();
-                if let Some(sock) = sock {
-                    if let Err(e) = sock.send_to(&p.bytes, p.to).await {
-                        tracing::debug!(error = %e, to = %p.to, "qualify probe not sent");
-                    }
+            let (probes, dead) = ep.qualify.poll(ep.registrar.location(), now_unix);
+            let mut changes = Changes::default();
+            for (aor, contact) in dead {
+                let c = ep.registrar.location_mut().remove_contact(
+                    &aor,
+                    &contact,
+                    crate::events::RegistrationChange::QualifyFailed,
+                );
+                changes.append(c);
+            }
+            (probes, changes)
+        });
+        self.publish(changes);
+        for p in probes {
+            let sock = self
+                .udp_sockets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&p.local)
+                .cloned();
+            if let Some(sock) = sock {
+                if let Err(e) = sock.send_to(&p.bytes, p.to).await {
+                    tracing::debug!(error = %e, to = %p.to, "qualify probe not sent");
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! ([`crate::sip::framing`]); WebSocket carries one message per frame (RFC 7118). Every stream
 //! connection holds a permit from one shared semaphore, so the connection count is bounded.
 
+pub mod listener;
 pub mod stream;
 pub mod tls;
 pub mod udp;

@@ -2,109 +2,14 @@
 //! RFC 5626 CRLF keep-alives.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::sip::framing::{Frame, FrameScanner};
 use crate::sip::location::{Flow, Transport};
-use crate::sip::message::Limits;
-use crate::sip::server::SipServer;
+use crate::sip::transport::listener::StreamContext;
 use crate::sip::transport::next_connection_id;
-
-/// What every stream listener needs besides its socket.
-#[derive(Clone)]
-pub struct StreamContext {
-    pub server: Arc<SipServer>,
-    pub limits: Limits,
-    pub connections: Arc<Semaphore>,
-    pub idle_timeout: Duration,
-    pub shutdown: CancellationToken,
-}
-
-/// Accepts TCP (or, with `tls`, TLS) connections until shutdown.
-pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: StreamContext) {
-    let transport = if tls.is_some() {
-        Transport::Tls
-    } else {
-        Transport::Tcp
-    };
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&ctx.connections).try_acquire_owned() else {
-            ctx.server
-                .metrics
-                .sip_connections_refused
-                .with_label_values(&["limit"])
-                .inc();
-            drop(sock);
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
-        let ctx = ctx.clone();
-        let tls = tls.clone();
-        let span = tracing::debug_span!("sip_conn", %peer, transport = transport.as_str());
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let gauge = ctx
-                    .server
-                    .metrics
-                    .sip_connections_active
-                    .with_label_values(&[transport.as_str()]);
-                gauge.inc();
-                match tls {
-                    None => connection(sock, transport, peer, local, &ctx).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(ctx.idle_timeout, acceptor.accept(sock)).await {
-                            Ok(Ok(stream)) => {
-                                connection(stream, transport, peer, local, &ctx).await
-                            }
-                            Ok(Err(e)) => {
-                                ctx.server
-                                    .metrics
-                                    .sip_connections_refused
-                                    .with_label_values(&["tls_handshake"])
-                                    .inc();
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                ctx.server
-                                    .metrics
-                                    .sip_connections_refused
-                                    .with_label_values(&["tls_handshake"])
-                                    .inc();
-                            }
-                        }
-                    }
-                }
-                gauge.dec();
-            }
-            .instrument(span),
-        );
-    }
-}
 
 /// Serves one connection until EOF, error, idle timeout, a framing violation or shutdown.
 pub async fn connection<S>(

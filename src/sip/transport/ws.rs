@@ -2,88 +2,17 @@
 //! subprotocol `sip`. This is what WebRTC softphones (JsSIP, SIP.js) register over.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::Instrument;
 
 use crate::sip::location::{Flow, Transport};
+use crate::sip::transport::listener::StreamContext;
 use crate::sip::transport::next_connection_id;
-use crate::sip::transport::stream::StreamContext;
-
-/// Accepts WS (or, with `tls`, WSS) connections until shutdown.
-pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: StreamContext) {
-    let transport = if tls.is_some() {
-        Transport::Wss
-    } else {
-        Transport::Ws
-    };
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&ctx.connections).try_acquire_owned() else {
-            ctx.server
-                .metrics
-                .sip_connections_refused
-                .with_label_values(&["limit"])
-                .inc();
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
-        let ctx = ctx.clone();
-        let tls = tls.clone();
-        let span = tracing::debug_span!("sip_conn", %peer, transport = transport.as_str());
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let gauge = ctx
-                    .server
-                    .metrics
-                    .sip_connections_active
-                    .with_label_values(&[transport.as_str()]);
-                gauge.inc();
-                match tls {
-                    None => connection(sock, transport, peer, local, &ctx).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(ctx.idle_timeout, acceptor.accept(sock)).await {
-                            Ok(Ok(stream)) => {
-                                connection(stream, transport, peer, local, &ctx).await
-                            }
-                            _ => ctx
-                                .server
-                                .metrics
-                                .sip_connections_refused
-                                .with_label_values(&["tls_handshake"])
-                                .inc(),
-                        }
-                    }
-                }
-                gauge.dec();
-            }
-            .instrument(span),
-        );
-    }
-}
 
 /// Checks the upgrade request offers the `sip` subprotocol and echoes it (RFC 7118 §4.1).
 #[allow(clippy::result_large_err)] // the signature is tungstenite's callback type
@@ -107,7 +36,7 @@ fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorRespons
     Ok(resp)
 }
 
-async fn connection<S>(
+pub async fn connection<S>(
     stream: S,
     transport: Transport,
     peer: SocketAddr,
