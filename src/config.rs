@@ -285,10 +285,16 @@ impl Config {
 
     /// Parses and validates config text (the path in errors is `<config>`).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<config>"),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
+        // TOML has no null: an empty path means "not set".
+        for p in [&mut cfg.sip.tls_cert, &mut cfg.sip.tls_key] {
+            if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *p = None;
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -552,6 +558,12 @@ mod tests {
         assert!(err("[log]\nlevel = \"info,=[\"\n").starts_with("log.level"));
         assert!(err("[sip.guard]\nmax_requests = 0\n").starts_with("sip.guard.max_requests"));
         assert!(err("[sip]\nudp=[]\ntcp=[]\nws=[]\n").starts_with("sip.udp"));
+    }
+
+    #[test]
+    fn empty_tls_paths_mean_unset() {
+        let cfg = Config::parse("[sip]\ntls_cert = \"\"\ntls_key = \"\"\n").unwrap();
+        assert!(cfg.sip.tls_cert.is_none() && !cfg.tls_enabled());
     }
 
     #[test]

@@ -32,7 +32,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(cfg) => {
+                // What `run` would refuse at start-up, check-config refuses too.
+                if let (true, Some(cert), Some(key)) =
+                    (cfg.tls_enabled(), &cfg.sip.tls_cert, &cfg.sip.tls_key)
+                {
+                    if let Err(e) = gridedge::sip::transport::tls::acceptor(cert, key) {
+                        let detail = std::error::Error::source(&e)
+                            .map(|s| format!(": {s}"))
+                            .unwrap_or_default();
+                        eprintln!("gridedge: invalid configuration: {e}{detail}");
+                        return ExitCode::from(2);
+                    }
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }

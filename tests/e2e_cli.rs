@@ -45,3 +45,23 @@ fn check_config_names_the_bad_key() {
         );
     }
 }
+
+#[test]
+fn check_config_refuses_what_run_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let missing = dir.path().join("missing.pem");
+    let over = format!(
+        "[sip]\ntls = [\"127.0.0.1:0\"]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        missing.display().to_string(),
+        missing.display().to_string()
+    );
+    let (ok, out) = check_config(&render_config(&state, &over));
+    assert!(!ok, "check-config accepted unreadable TLS files:\n{out}");
+    assert!(out.contains("sip.tls_cert"), "{out}");
+    assert_eq!(
+        out.matches("No such file").count(),
+        1,
+        "the cause is printed once:\n{out}"
+    );
+}

@@ -9,12 +9,12 @@ use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("sip.tls_cert: cannot read {path}: {source}")]
+    #[error("sip.tls_cert: cannot read {path}")]
     ReadCert {
         path: String,
         source: std::io::Error,
     },
-    #[error("sip.tls_key: cannot read {path}: {source}")]
+    #[error("sip.tls_key: cannot read {path}")]
     ReadKey {
         path: String,
         source: std::io::Error,
