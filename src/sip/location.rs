@@ -196,21 +196,27 @@ impl Location {
         self.bindings(aor, now_unix).next().is_some()
     }
 
-    /// Applies one REGISTER's already-validated contact updates atomically: either every update
-    /// applies or none does (RFC 3261 §10.3 step 6-7).
+    /// Applies one REGISTER's contact updates atomically: either every update applies or none
+    /// does (RFC 3261 §10.3 steps 6-7). Bindings that had already expired are removed first
+    /// and reported in `changes` even when the update itself is refused.
+    ///
+    /// When the AoR would exceed `max_contacts`, bindings this request does not mention are
+    /// evicted, soonest-expiring first (a phone whose NAT rebinding changed its Contact leaves
+    /// such strays behind; refusing it would lock the phone out until they expire).
     pub fn apply(
         &mut self,
         aor: &str,
         updates: &[ContactUpdate],
         max_contacts: usize,
         now_unix: u64,
-    ) -> Result<Changes, ApplyError> {
-        let mut changes = Changes::default();
-        self.expire_aor(aor, now_unix, &mut changes);
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        self.expire_aor(aor, now_unix, changes);
         let current = self.aors.get(aor).map(Vec::as_slice).unwrap_or(&[]);
 
-        // Validate everything before touching anything.
+        // Plan everything on a copy before touching anything.
         let mut planned: Vec<Binding> = current.to_vec();
+        // Indices into `planned` written by this request, with the kind of change.
         let mut outcome: Vec<(usize, RegistrationChange)> = Vec::new();
         let mut removed: Vec<(Binding, RegistrationChange)> = Vec::new();
         for u in updates {
@@ -240,15 +246,7 @@ impl Location {
                     }
                     if u.expires == 0 {
                         let b = planned.remove(i);
-                        outcome.retain_mut(|(j, _)| {
-                            if *j == i {
-                                return false;
-                            }
-                            if *j > i {
-                                *j -= 1;
-                            }
-                            true
-                        });
+                        shift_after_remove(&mut outcome, i);
                         removed.push((b, RegistrationChange::Unregistered));
                     } else {
                         let replaced = planned[i].contact != u.binding.contact;
@@ -285,24 +283,28 @@ impl Location {
                 }
             }
         }
-        if planned.len() > max_contacts && planned.len() > current.len() {
-            return Err(ApplyError::TooManyContacts);
+        while planned.len() > max_contacts {
+            let victim = (0..planned.len())
+                .filter(|i| !outcome.iter().any(|(j, _)| j == i))
+                .min_by_key(|&i| planned[i].expires_at);
+            let Some(i) = victim else {
+                // This request alone carries more contacts than allowed.
+                return Err(ApplyError::TooManyContacts);
+            };
+            let b = planned.remove(i);
+            shift_after_remove(&mut outcome, i);
+            removed.push((b, RegistrationChange::Replaced));
         }
 
         let online = !planned.is_empty();
         for (b, kind) in &removed {
             changes.record(aor, b, *kind, online);
-            self.unindex_connection(aor, b);
         }
         for (i, kind) in outcome {
-            let b = &planned[i];
-            changes.record(aor, b, kind, online);
-            if kind == RegistrationChange::Added {
-                self.index_connection(aor, b);
-            }
+            changes.record(aor, &planned[i], kind, online);
         }
         self.replace_aor(aor, planned);
-        Ok(changes)
+        Ok(())
     }
 
     /// `Contact: *` with `Expires: 0`: removes every binding, subject to the Call-ID/CSeq rule.
@@ -312,9 +314,9 @@ impl Location {
         call_id: &str,
         cseq: u32,
         now_unix: u64,
-    ) -> Result<Changes, ApplyError> {
-        let mut changes = Changes::default();
-        self.expire_aor(aor, now_unix, &mut changes);
+        changes: &mut Changes,
+    ) -> Result<(), ApplyError> {
+        self.expire_aor(aor, now_unix, changes);
         let current = self.aors.get(aor).map(Vec::as_slice).unwrap_or(&[]);
         if current
             .iter()
@@ -322,23 +324,18 @@ impl Location {
         {
             return Err(ApplyError::OutOfOrder);
         }
-        let gone = self.aors.remove(aor).unwrap_or_default();
-        self.count -= gone.len();
+        let gone = self.take_aor(aor);
         for b in &gone {
             changes.record(aor, b, RegistrationChange::Unregistered, false);
-            self.unindex_connection(aor, b);
         }
-        Ok(changes)
+        Ok(())
     }
 
     /// Removes every binding of an AoR for an administrative reason (extension disabled).
     pub fn remove_aor(&mut self, aor: &str, change: RegistrationChange) -> Changes {
         let mut changes = Changes::default();
-        let gone = self.aors.remove(aor).unwrap_or_default();
-        self.count -= gone.len();
-        for b in &gone {
+        for b in &self.take_aor(aor) {
             changes.record(aor, b, change, false);
-            self.unindex_connection(aor, b);
         }
         changes
     }
@@ -351,53 +348,46 @@ impl Location {
         change: RegistrationChange,
     ) -> Changes {
         let mut changes = Changes::default();
-        let Some(list) = self.aors.get_mut(aor) else {
+        let Some(list) = self.aors.get(aor) else {
             return changes;
         };
-        let Some(i) = list.iter().position(|b| b.contact == contact) else {
+        let mut planned = list.clone();
+        let Some(i) = planned.iter().position(|b| b.contact == contact) else {
             return changes;
         };
-        let b = list.remove(i);
-        let online = !list.is_empty();
-        if list.is_empty() {
-            self.aors.remove(aor);
-        }
-        self.count -= 1;
-        changes.record(aor, &b, change, online);
-        self.unindex_connection(aor, &b);
+        let b = planned.remove(i);
+        changes.record(aor, &b, change, !planned.is_empty());
+        self.replace_aor(aor, planned);
         changes
     }
 
     /// A stream connection closed: its bindings go with it.
     pub fn connection_closed(&mut self, conn: ConnectionId) -> Changes {
         let mut changes = Changes::default();
-        let Some(aors) = self.by_connection.remove(&conn) else {
+        let Some(aors) = self.by_connection.get(&conn).cloned() else {
             return changes;
         };
         for aor in aors {
-            let Some(list) = self.aors.get_mut(&aor) else {
+            let Some(list) = self.aors.get(&aor) else {
                 continue;
             };
-            let before = list.len();
-            let mut gone = Vec::new();
-            list.retain(|b| {
-                if b.flow.connection == Some(conn) {
-                    gone.push(b.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            let online = !list.is_empty();
-            self.count -= before - list.len();
-            if list.is_empty() {
-                self.aors.remove(&aor);
-            }
+            let (gone, kept): (Vec<Binding>, Vec<Binding>) = list
+                .iter()
+                .cloned()
+                .partition(|b| b.flow.connection == Some(conn));
+            let online = !kept.is_empty();
             for b in &gone {
                 changes.record(&aor, b, RegistrationChange::ConnectionClosed, online);
             }
+            self.replace_aor(&aor, kept);
         }
+        self.by_connection.remove(&conn);
         changes
+    }
+
+    /// Whether any binding still uses this connection (such a connection must be kept open).
+    pub fn connection_in_use(&self, conn: ConnectionId) -> bool {
+        self.by_connection.contains_key(&conn)
     }
 
     /// Removes every expired binding. Called by the shell's sweeper about once a second.
@@ -438,37 +428,56 @@ impl Location {
             .flat_map(|(aor, list)| list.iter().map(move |b| (aor.as_str(), b)))
     }
 
-    fn expire_aor(&mut self, aor: &str, now_unix: u64, changes: &mut Changes) {
-        let Some(list) = self.aors.get_mut(aor) else {
+    /// Removes the AoR's expired bindings, recording them in `changes`.
+    pub fn expire_aor(&mut self, aor: &str, now_unix: u64, changes: &mut Changes) {
+        let Some(list) = self.aors.get(aor) else {
             return;
         };
-        let mut gone = Vec::new();
-        list.retain(|b| {
-            if b.expires_at <= now_unix {
-                gone.push(b.clone());
-                false
-            } else {
-                true
-            }
-        });
-        if gone.is_empty() {
+        if list.iter().all(|b| b.expires_at > now_unix) {
             return;
         }
-        let online = !list.is_empty();
-        if list.is_empty() {
-            self.aors.remove(aor);
-        }
-        self.count -= gone.len();
+        let (gone, kept): (Vec<Binding>, Vec<Binding>) =
+            list.iter().cloned().partition(|b| b.expires_at <= now_unix);
+        let online = !kept.is_empty();
         for b in &gone {
             changes.record(aor, b, RegistrationChange::Expired, online);
-            self.unindex_connection(aor, b);
         }
+        self.replace_aor(aor, kept);
     }
 
+    fn take_aor(&mut self, aor: &str) -> Vec<Binding> {
+        let gone = self.aors.get(aor).cloned().unwrap_or_default();
+        self.replace_aor(aor, Vec::new());
+        gone
+    }
+
+    /// The single place where an AoR's bindings change: keeps the count and the
+    /// connection index exactly in step with the list.
     fn replace_aor(&mut self, aor: &str, mut planned: Vec<Binding>) {
         // A Vec grown by push holds room for four bindings; most AoRs have one, and at 100k
         // phones the slack would triple the table's memory.
         planned.shrink_to_fit();
+        let old_conns: Vec<ConnectionId> = self
+            .aors
+            .get(aor)
+            .map(|l| l.iter().filter_map(|b| b.flow.connection).collect())
+            .unwrap_or_default();
+        let new_conns: Vec<ConnectionId> =
+            planned.iter().filter_map(|b| b.flow.connection).collect();
+        for c in old_conns.iter().filter(|c| !new_conns.contains(c)) {
+            if let Some(aors) = self.by_connection.get_mut(c) {
+                aors.retain(|a| a != aor);
+                if aors.is_empty() {
+                    self.by_connection.remove(c);
+                }
+            }
+        }
+        for c in new_conns.iter().filter(|c| !old_conns.contains(c)) {
+            let aors = self.by_connection.entry(*c).or_default();
+            if !aors.iter().any(|a| a == aor) {
+                aors.push(aor.to_owned());
+            }
+        }
         let old = self.aors.get(aor).map_or(0, Vec::len);
         self.count = self.count - old + planned.len();
         if planned.is_empty() {
@@ -479,34 +488,19 @@ impl Location {
             self.aors.insert(aor.to_owned(), planned);
         }
     }
+}
 
-    fn index_connection(&mut self, aor: &str, b: &Binding) {
-        if let Some(conn) = b.flow.connection {
-            let aors = self.by_connection.entry(conn).or_default();
-            if !aors.iter().any(|a| a == aor) {
-                aors.push(aor.to_owned());
-            }
+/// Keeps `outcome` indices pointing at the same bindings after `planned.remove(i)`.
+fn shift_after_remove(outcome: &mut Vec<(usize, RegistrationChange)>, i: usize) {
+    outcome.retain_mut(|(j, _)| {
+        if *j == i {
+            return false;
         }
-    }
-
-    fn unindex_connection(&mut self, aor: &str, b: &Binding) {
-        let Some(conn) = b.flow.connection else {
-            return;
-        };
-        let still_used = self.aors.get(aor).is_some_and(|list| {
-            list.iter()
-                .any(|o| o.flow.connection == Some(conn) && o.contact != b.contact)
-        });
-        if still_used {
-            return;
+        if *j > i {
+            *j -= 1;
         }
-        if let Some(aors) = self.by_connection.get_mut(&conn) {
-            aors.retain(|a| a != aor);
-            if aors.is_empty() {
-                self.by_connection.remove(&conn);
-            }
-        }
-    }
+        true
+    });
 }
 
 /// One Contact of a REGISTER, after expiry resolution.
@@ -529,6 +523,28 @@ pub enum ApplyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apply(
+        loc: &mut Location,
+        aor: &str,
+        updates: &[ContactUpdate],
+        max: usize,
+        now: u64,
+    ) -> Result<Changes, ApplyError> {
+        let mut c = Changes::default();
+        loc.apply(aor, updates, max, now, &mut c).map(|()| c)
+    }
+
+    fn remove_all(
+        loc: &mut Location,
+        aor: &str,
+        call_id: &str,
+        cseq: u32,
+        now: u64,
+    ) -> Result<Changes, ApplyError> {
+        let mut c = Changes::default();
+        loc.remove_all(aor, call_id, cseq, now, &mut c).map(|()| c)
+    }
 
     fn flow(conn: Option<u64>) -> Flow {
         Flow {
@@ -566,20 +582,14 @@ mod tests {
     #[test]
     fn add_refresh_remove() {
         let mut loc = Location::new();
-        let c = loc
-            .apply("1001", &[upd("sip:a@h", "c1", 1, 60)], 10, 1000)
-            .unwrap();
+        let c = apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 1, 60)], 10, 1000).unwrap();
         assert_eq!(c.events[0].change, RegistrationChange::Added);
         assert!(c.events[0].online);
         assert_eq!(loc.len(), 1);
-        let c = loc
-            .apply("1001", &[upd("sip:a@h", "c1", 2, 120)], 10, 1010)
-            .unwrap();
+        let c = apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 2, 120)], 10, 1010).unwrap();
         assert_eq!(c.events[0].change, RegistrationChange::Refreshed);
         assert_eq!(loc.bindings("1001", 1010).next().unwrap().expires_at, 1130);
-        let c = loc
-            .apply("1001", &[upd("sip:a@h", "c1", 3, 0)], 10, 1020)
-            .unwrap();
+        let c = apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 3, 0)], 10, 1020).unwrap();
         assert_eq!(c.events[0].change, RegistrationChange::Unregistered);
         assert!(!c.events[0].online);
         assert!(loc.is_empty());
@@ -589,54 +599,116 @@ mod tests {
     #[test]
     fn out_of_order_cseq_changes_nothing() {
         let mut loc = Location::new();
-        loc.apply("1001", &[upd("sip:a@h", "c1", 5, 60)], 10, 1000)
-            .unwrap();
+        apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 5, 60)], 10, 1000).unwrap();
         let mut older = upd("sip:a@h", "c1", 4, 60);
         older.binding.branch_hash = 99;
         assert_eq!(
-            loc.apply("1001", &[older], 10, 1001).unwrap_err(),
+            apply(&mut loc, "1001", &[older], 10, 1001).unwrap_err(),
             ApplyError::OutOfOrder
         );
         let mut same_other_branch = upd("sip:a@h", "c1", 5, 0);
         same_other_branch.binding.branch_hash = 77;
         assert_eq!(
-            loc.apply("1001", &[same_other_branch], 10, 1001)
-                .unwrap_err(),
+            apply(&mut loc, "1001", &[same_other_branch], 10, 1001).unwrap_err(),
             ApplyError::OutOfOrder
         );
         assert_eq!(loc.bindings("1001", 1001).next().unwrap().cseq, 5);
         // A different Call-ID may take over regardless of CSeq.
-        loc.apply("1001", &[upd("sip:a@h", "c2", 1, 60)], 10, 1002)
-            .unwrap();
+        apply(&mut loc, "1001", &[upd("sip:a@h", "c2", 1, 60)], 10, 1002).unwrap();
         assert_eq!(loc.bindings("1001", 1002).next().unwrap().call_id, "c2");
     }
 
     #[test]
     fn retransmission_is_idempotent() {
         let mut loc = Location::new();
-        loc.apply("1001", &[upd("sip:a@h", "c1", 5, 60)], 10, 1000)
-            .unwrap();
-        let c = loc
-            .apply("1001", &[upd("sip:a@h", "c1", 5, 60)], 10, 1001)
-            .unwrap();
+        apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 5, 60)], 10, 1000).unwrap();
+        let c = apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 5, 60)], 10, 1001).unwrap();
         assert!(c.is_empty());
         assert_eq!(loc.bindings("1001", 1001).next().unwrap().expires_at, 1060);
     }
 
     #[test]
-    fn too_many_contacts_is_atomic() {
+    fn over_the_limit_evicts_strays_but_refuses_an_oversized_request() {
         let mut loc = Location::new();
-        loc.apply("1001", &[upd("sip:a@h", "c1", 1, 60)], 2, 1000)
-            .unwrap();
+        apply(&mut loc, "1001", &[upd("sip:old@h", "c0", 1, 30)], 2, 1000).unwrap();
+        apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 1, 60)], 2, 1000).unwrap();
+        // A third contact: the soonest-expiring one this request does not mention goes.
+        let c = apply(&mut loc, "1001", &[upd("sip:b@h", "c2", 1, 60)], 2, 1001).unwrap();
+        let kinds: Vec<_> = c
+            .events
+            .iter()
+            .map(|e| (e.contact.as_str(), e.change))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("sip:old@h", RegistrationChange::Replaced),
+                ("sip:b@h", RegistrationChange::Added)
+            ]
+        );
+        assert_eq!(loc.len(), 2);
+        // One request with more contacts than allowed changes nothing.
+        let err = apply(
+            &mut loc,
+            "1001",
+            &[
+                upd("sip:x@h", "c3", 1, 60),
+                upd("sip:y@h", "c3", 1, 60),
+                upd("sip:z@h", "c3", 1, 60),
+            ],
+            2,
+            1002,
+        )
+        .unwrap_err();
+        assert_eq!(err, ApplyError::TooManyContacts);
+        assert_eq!(loc.len(), 2);
+    }
+
+    #[test]
+    fn a_refresh_over_a_new_connection_moves_the_binding_to_it() {
+        let mut loc = Location::new();
+        let mut first = upd("sip:a@h;transport=tcp", "c1", 1, 600);
+        first.binding.flow = flow(Some(1));
+        apply(&mut loc, "1001", &[first], 10, 1000).unwrap();
+        // The phone reconnects (new connection 2) and refreshes the same contact.
+        let mut again = upd("sip:a@h;transport=tcp", "c1", 2, 600);
+        again.binding.flow = flow(Some(2));
+        apply(&mut loc, "1001", &[again], 10, 1010).unwrap();
+        assert!(
+            loc.connection_closed(ConnectionId(1)).is_empty(),
+            "the old connection no longer owns it"
+        );
+        assert!(loc.connection_in_use(ConnectionId(2)));
+        let c = loc.connection_closed(ConnectionId(2));
+        assert_eq!(c.events.len(), 1, "closing the new connection removes it");
+        assert!(loc.is_empty());
+        assert!(!loc.connection_in_use(ConnectionId(2)));
+    }
+
+    #[test]
+    fn expiry_found_during_a_refused_update_is_still_reported() {
+        let mut loc = Location::new();
+        apply(
+            &mut loc,
+            "1001",
+            &[upd("sip:a@h", "c1", 5, 60), upd("sip:b@h", "c9", 1, 10)],
+            10,
+            1000,
+        )
+        .unwrap();
+        let mut changes = Changes::default();
         let err = loc
             .apply(
                 "1001",
-                &[upd("sip:b@h", "c2", 1, 60), upd("sip:c@h", "c2", 1, 60)],
-                2,
-                1000,
+                &[upd("sip:a@h", "c1", 4, 60)],
+                10,
+                1020,
+                &mut changes,
             )
             .unwrap_err();
-        assert_eq!(err, ApplyError::TooManyContacts);
+        assert_eq!(err, ApplyError::OutOfOrder);
+        assert_eq!(changes.events.len(), 1);
+        assert_eq!(changes.events[0].change, RegistrationChange::Expired);
         assert_eq!(loc.len(), 1);
     }
 
@@ -646,11 +718,11 @@ mod tests {
         let mut a = upd("sip:a@1.invalid", "c1", 1, 60);
         a.binding.instance = Some("<urn:uuid:1>".into());
         a.binding.reg_id = Some(1);
-        loc.apply("1001", &[a], 10, 1000).unwrap();
+        apply(&mut loc, "1001", &[a], 10, 1000).unwrap();
         let mut b = upd("sip:b@2.invalid", "c9", 1, 60);
         b.binding.instance = Some("<urn:uuid:1>".into());
         b.binding.reg_id = Some(1);
-        let c = loc.apply("1001", &[b], 10, 1001).unwrap();
+        let c = apply(&mut loc, "1001", &[b], 10, 1001).unwrap();
         let kinds: Vec<_> = c.events.iter().map(|e| e.change).collect();
         assert_eq!(
             kinds,
@@ -666,11 +738,10 @@ mod tests {
     #[test]
     fn expiry_sweep_and_connection_close() {
         let mut loc = Location::new();
-        loc.apply("1001", &[upd("sip:a@h", "c1", 1, 60)], 10, 1000)
-            .unwrap();
+        apply(&mut loc, "1001", &[upd("sip:a@h", "c1", 1, 60)], 10, 1000).unwrap();
         let mut t = upd("sip:t@h", "c2", 1, 600);
         t.binding.flow = flow(Some(7));
-        loc.apply("1002", &[t], 10, 1000).unwrap();
+        apply(&mut loc, "1002", &[t], 10, 1000).unwrap();
         assert_eq!(loc.len(), 2);
         let c = loc.sweep(1060);
         assert_eq!(c.events.len(), 1);
@@ -685,7 +756,8 @@ mod tests {
     #[test]
     fn remove_all_respects_cseq() {
         let mut loc = Location::new();
-        loc.apply(
+        apply(
+            &mut loc,
             "1001",
             &[upd("sip:a@h", "c1", 5, 60), upd("sip:b@h", "c1", 5, 60)],
             10,
@@ -693,11 +765,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            loc.remove_all("1001", "c1", 5, 1001).unwrap_err(),
+            remove_all(&mut loc, "1001", "c1", 5, 1001).unwrap_err(),
             ApplyError::OutOfOrder
         );
         assert_eq!(loc.len(), 2);
-        let c = loc.remove_all("1001", "c1", 6, 1001).unwrap();
+        let c = remove_all(&mut loc, "1001", "c1", 6, 1001).unwrap();
         assert_eq!(c.events.len(), 2);
         assert!(loc.is_empty());
     }

@@ -223,6 +223,7 @@ mod tests {
             }],
             10,
             1000,
+            &mut Default::default(),
         )
         .unwrap();
         loc

@@ -283,6 +283,9 @@ impl Registrar {
             None => None,
         };
         let now_unix = now.unix_secs();
+        // Outbound (RFC 5626 §6) is in force when this request's contacts carry both
+        // +sip.instance and reg-id.
+        let mut outbound = false;
         let result = match contacts {
             ContactValue::Star => {
                 if header_expires != Some(0)
@@ -290,9 +293,10 @@ impl Registrar {
                 {
                     return Err((400, "Invalid Wildcard Contact", authed));
                 }
-                self.location.remove_all(&aor, call_id, cseq.seq, now_unix)
+                self.location
+                    .remove_all(&aor, call_id, cseq.seq, now_unix, changes)
             }
-            ContactValue::List(list) if list.is_empty() => Ok(Changes::default()),
+            ContactValue::List(list) if list.is_empty() => Ok(()),
             ContactValue::List(list) => {
                 let branch_hash = top_branch_hash(req);
                 let user_agent = req
@@ -317,15 +321,19 @@ impl Registrar {
                         return Ok((resp, authed));
                     }
                     let expires = requested.min(self.cfg.max_expires);
-                    let reg_id = c
-                        .params
-                        .get("reg-id")
-                        .flatten()
-                        .and_then(|v| v.parse().ok());
+                    let instance = c.params.get("+sip.instance").flatten().map(str::to_owned);
+                    // reg-id means nothing without an instance (RFC 5626 §4.2).
+                    let reg_id = instance.as_ref().and_then(|_| {
+                        c.params
+                            .get("reg-id")
+                            .flatten()
+                            .and_then(|v| v.parse().ok())
+                    });
+                    outbound |= reg_id.is_some();
                     updates.push(ContactUpdate {
                         binding: Binding {
                             contact: c.uri.to_string(),
-                            instance: c.params.get("+sip.instance").flatten().map(str::to_owned),
+                            instance,
                             reg_id,
                             q: c.q(),
                             call_id: call_id.to_owned(),
@@ -341,20 +349,17 @@ impl Registrar {
                     });
                 }
                 self.location
-                    .apply(&aor, &updates, self.cfg.max_contacts, now_unix)
+                    .apply(&aor, &updates, self.cfg.max_contacts, now_unix, changes)
             }
         };
         match result {
-            Ok(c) => {
-                changes.append(c);
-            }
+            Ok(()) => {}
             Err(ApplyError::OutOfOrder) => return Err((400, "Out Of Order CSeq", authed)),
             Err(ApplyError::TooManyContacts) => return Err((403, "Too Many Contacts", authed)),
         }
 
         // Step 8: 200 listing every current binding with its remaining lifetime.
         let mut resp = self.reply(req, 200, "OK");
-        let mut outbound = false;
         for b in self.location.bindings(&aor, now_unix) {
             let mut v = format!("<{}>;expires={}", b.contact, b.remaining_secs(now_unix));
             if let Some(inst) = &b.instance {
@@ -363,7 +368,6 @@ impl Registrar {
                 v.push('"');
             }
             if let Some(id) = b.reg_id {
-                outbound = true;
                 v.push_str(";reg-id=");
                 v.push_str(&id.to_string());
             }
