@@ -126,8 +126,13 @@ pub struct SipConfig {
     pub udp_buffer_bytes: usize,
     /// Open TCP/TLS/WS/WSS connections across all stream listeners.
     pub max_connections: usize,
-    /// A stream connection with no traffic for this long is closed (keep-alives count).
+    /// Open stream connections from one source IP.
+    pub max_connections_per_ip: u32,
+    /// A stream connection that carries no binding and sees no traffic for this long is
+    /// closed (keep-alives count). Connections carrying a binding stay open while it lives.
     pub idle_timeout_secs: u64,
+    /// Deadline for a TLS or WebSocket handshake to complete.
+    pub handshake_timeout_secs: u64,
     pub min_expires_secs: u32,
     pub max_expires_secs: u32,
     pub default_expires_secs: u32,
@@ -161,7 +166,9 @@ impl Default for SipConfig {
             max_headers: 128,
             udp_buffer_bytes: 4 << 20,
             max_connections: 10_000,
+            max_connections_per_ip: 100,
             idle_timeout_secs: 300,
+            handshake_timeout_secs: 10,
             min_expires_secs: 60,
             max_expires_secs: 3600,
             default_expires_secs: 3600,
@@ -341,6 +348,12 @@ impl Config {
         }
         if s.max_connections == 0 {
             return Err(invalid("sip.max_connections", "must be at least 1"));
+        }
+        if s.max_connections_per_ip == 0 {
+            return Err(invalid("sip.max_connections_per_ip", "must be at least 1"));
+        }
+        if s.handshake_timeout_secs == 0 {
+            return Err(invalid("sip.handshake_timeout_secs", "must be at least 1"));
         }
         if s.idle_timeout_secs == 0 {
             return Err(invalid("sip.idle_timeout_secs", "must be at least 1"));

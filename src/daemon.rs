@@ -311,7 +311,10 @@ pub async fn run(
         server: Arc::clone(&server),
         limits: limits(&cfg),
         connections: Arc::new(Semaphore::new(cfg.sip.max_connections)),
+        per_ip: Default::default(),
+        max_per_ip: cfg.sip.max_connections_per_ip,
         idle_timeout: Duration::from_secs(cfg.sip.idle_timeout_secs),
+        handshake_timeout: Duration::from_secs(cfg.sip.handshake_timeout_secs),
         shutdown: shutdown.clone(),
     };
     for addr in &cfg.sip.tcp {

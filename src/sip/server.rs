@@ -125,6 +125,11 @@ impl SipServer {
         h.reply
     }
 
+    /// Whether a binding lives on this stream connection.
+    pub fn connection_in_use(&self, conn: ConnectionId) -> bool {
+        self.with_endpoint(|ep| ep.registrar.location().connection_in_use(conn))
+    }
+
     /// A stream connection ended: drop its bindings (RFC 5626 flow failure).
     pub fn connection_closed(&self, conn: ConnectionId) {
         let changes = self.with_endpoint(|ep| ep.registrar.location_mut().connection_closed(conn));

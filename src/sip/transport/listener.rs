@@ -2,8 +2,9 @@
 //! TLS handshake with a deadline, per-connection span and gauge; then the framing-specific
 //! connection handler takes over.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,14 +19,59 @@ use crate::sip::message::Limits;
 use crate::sip::server::SipServer;
 use crate::sip::transport::{stream, ws};
 
+/// A write (or close) that cannot complete within this long means the peer stopped reading;
+/// the connection is dropped rather than left holding its slot forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What every stream listener needs besides its socket.
 #[derive(Clone)]
 pub struct StreamContext {
     pub server: Arc<SipServer>,
     pub limits: Limits,
+    /// Bound on all stream connections together.
     pub connections: Arc<Semaphore>,
+    /// Open connections per source IP, so one host cannot take every slot.
+    pub per_ip: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    pub max_per_ip: u32,
+    /// A connection carrying no binding that stays silent this long is closed; one that
+    /// carries a binding is kept for as long as the binding lives.
     pub idle_timeout: Duration,
+    /// Deadline for the TLS and WebSocket handshakes.
+    pub handshake_timeout: Duration,
     pub shutdown: CancellationToken,
+}
+
+/// Holds one per-IP slot for the life of a connection.
+struct IpSlot {
+    table: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn take(ctx: &StreamContext, ip: IpAddr) -> Option<IpSlot> {
+        let mut t = ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= ctx.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: Arc::clone(&ctx.per_ip),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// How SIP messages are delimited on a connection.
@@ -66,6 +112,14 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = IpSlot::take(&ctx, peer.ip()) else {
+            ctx.server
+                .metrics
+                .sip_connections_refused
+                .with_label_values(&["per_ip_limit"])
+                .inc();
+            continue;
+        };
         let Ok(permit) = Arc::clone(&ctx.connections).try_acquire_owned() else {
             ctx.server
                 .metrics
@@ -81,6 +135,7 @@ pub async fn serve(
         tokio::spawn(
             async move {
                 let _permit = permit;
+                let _slot = slot;
                 let gauge = ctx
                     .server
                     .metrics
@@ -90,7 +145,9 @@ pub async fn serve(
                 match tls {
                     None => handle(sock, framing, transport, peer, local, &ctx).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(ctx.idle_timeout, acceptor.accept(sock)).await {
+                        match tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(sock))
+                            .await
+                        {
                             Ok(Ok(stream)) => {
                                 handle(stream, framing, transport, peer, local, &ctx).await
                             }

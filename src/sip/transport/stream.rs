@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::sip::framing::{Frame, FrameScanner};
 use crate::sip::location::{Flow, Transport};
-use crate::sip::transport::listener::StreamContext;
+use crate::sip::transport::listener::{StreamContext, WRITE_TIMEOUT};
 use crate::sip::transport::next_connection_id;
 
 /// Serves one connection until EOF, error, idle timeout, a framing violation or shutdown.
@@ -39,7 +39,7 @@ pub async fn connection<S>(
                 Ok(Some(Frame::KeepAlivePing)) => {
                     buf.advance(Frame::KeepAlivePing.wire_len());
                     // RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF pong.
-                    if stream.write_all(b"\r\n").await.is_err() {
+                    if !write(&mut stream, b"\r\n").await {
                         break 'conn;
                     }
                 }
@@ -47,7 +47,7 @@ pub async fn connection<S>(
                 Ok(Some(Frame::Message(len))) => {
                     let msg = buf.split_to(len);
                     if let Some((reply, _)) = ctx.server.handle(&msg, &flow) {
-                        if stream.write_all(&reply).await.is_err() {
+                        if !write(&mut stream, &reply).await {
                             break 'conn;
                         }
                     }
@@ -80,6 +80,9 @@ pub async fn connection<S>(
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(_)) => {}
+            // Silence is fine while a binding lives on this flow: the phone may rely on the
+            // registration alone, and closing would silently unregister it.
+            Err(_) if ctx.server.connection_in_use(conn) => {}
             Err(_) => {
                 ctx.server
                     .metrics
@@ -90,6 +93,14 @@ pub async fn connection<S>(
             }
         }
     }
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
     ctx.server.connection_closed(conn);
+}
+
+/// Writes everything or gives up after [`WRITE_TIMEOUT`]; false means drop the connection.
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }

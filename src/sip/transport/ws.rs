@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::sip::location::{Flow, Transport};
-use crate::sip::transport::listener::StreamContext;
+use crate::sip::transport::listener::{StreamContext, WRITE_TIMEOUT};
 use crate::sip::transport::next_connection_id;
 
 /// Checks the upgrade request offers the `sip` subprotocol and echoes it (RFC 7118 §4.1).
@@ -54,7 +54,7 @@ pub async fn connection<S>(
     };
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config));
-    let mut ws = match tokio::time::timeout(ctx.idle_timeout, handshake).await {
+    let mut ws = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         _ => {
             ctx.server
@@ -90,6 +90,8 @@ pub async fn connection<S>(
                 break;
             }
             Ok(None) => break,
+            // A binding on this flow keeps it open however quiet it is.
+            Err(_) if ctx.server.connection_in_use(conn) => continue,
             Err(_) => {
                 ctx.server
                     .metrics
@@ -105,7 +107,10 @@ pub async fn connection<S>(
             Message::Close(_) => break,
             // tungstenite queues the pong itself; it goes out with the next write or flush.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                if ws.flush().await.is_err() {
+                if !matches!(
+                    tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
                 continue;
@@ -120,11 +125,14 @@ pub async fn connection<S>(
                 Ok(text) => Message::Text(text),
                 Err(e) => Message::Binary(e.into_bytes()),
             };
-            if ws.send(out).await.is_err() {
+            if !matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, ws.send(out)).await,
+                Ok(Ok(()))
+            ) {
                 break;
             }
         }
     }
-    let _ = ws.close(None).await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
     ctx.server.connection_closed(conn);
 }
