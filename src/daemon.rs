@@ -176,7 +176,20 @@ fn seed_and_load_credentials(
     store
         .seed_extensions(realm, &seeds, now_unix)
         .context("seeding extensions")?;
-    Ok(store.load_credentials(realm)?)
+    let table = store.load_credentials(realm)?;
+    // A phone answering a challenge for an algorithm its extension has no HA1 for fails like
+    // a wrong password (and gets banned for it): say so at load time, not in a ticket later.
+    for alg in cfg.digest_algorithms()? {
+        let missing = table.values().filter(|c| c.ha1_hex(alg).is_none()).count();
+        if missing > 0 {
+            tracing::warn!(
+                algorithm = alg.token(),
+                extensions = missing,
+                "extensions have no HA1 for an offered algorithm; phones choosing it cannot register (give them a password, or remove the algorithm)"
+            );
+        }
+    }
+    Ok(table)
 }
 
 /// Start-up parses the whole config and seeds every extension, leaving the heap full of freed
@@ -367,15 +380,19 @@ pub async fn run(
     }
 
     tasks.spawn(Arc::clone(&server).run_sweeper(shutdown.clone()));
+    // The persister has its own stop signal, given only after every task that can still
+    // change bindings (and answer 200 for it) has finished.
+    let persist_stop = CancellationToken::new();
     let persister = {
         let server = Arc::clone(&server);
-        let token = shutdown.clone();
+        let token = persist_stop.clone();
         let interval = Duration::from_millis(cfg.sip.persist_interval_ms);
         std::thread::Builder::new()
             .name("gridedge-persist".into())
             .spawn(move || server.run_persister(store, interval, token))?
     };
 
+    let signals = Signals::install().context("installing signal handlers")?;
     write_listeners(&cfg.state.dir, &bound)?;
     api_state.ready.store(true, Ordering::Release);
     metrics.ready.set(1);
@@ -383,7 +400,7 @@ pub async fn run(
     notify(sd_notify::NotifyState::Ready);
     tasks.spawn(watchdog(Arc::clone(&server), shutdown.clone()));
 
-    wait_for_signals(&mut cfg, config_path.as_deref(), &server, &log).await;
+    wait_for_signals(signals, &mut cfg, config_path.as_deref(), &server, &log).await;
 
     tracing::info!("shutting down");
     notify(sd_notify::NotifyState::Stopping);
@@ -397,7 +414,8 @@ pub async fn run(
     {
         tracing::warn!("some tasks did not stop within 10 s");
     }
-    // The persister flushes whatever is still queued before it returns.
+    // Only now can nothing produce binding changes: let the persister flush and stop.
+    persist_stop.cancel();
     tokio::task::spawn_blocking(move || persister.join())
         .await
         .ok()
@@ -451,22 +469,37 @@ async fn watchdog(server: Arc<SipServer>, shutdown: CancellationToken) {
     }
 }
 
+/// The signals the daemon answers, installed before it reports ready so that a SIGHUP or
+/// SIGTERM arriving right after READY=1 is handled, not fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 async fn wait_for_signals(
+    signals: Signals,
     cfg: &mut Config,
     path: Option<&Path>,
     server: &Arc<SipServer>,
     log: &LogHandle,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; waiting for Ctrl-C only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => return,
@@ -483,6 +516,41 @@ async fn wait_for_signals(
     }
 }
 
+/// Settings bound at start-up (sockets, files, buffers, the persister's pace) cannot change
+/// under a running daemon: the running values are kept, with a warning naming each one, so
+/// later reloads keep comparing against what is actually in force.
+fn keep_restart_only_settings(running: &Config, new: &mut Config) {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $key:literal) => {
+            if new.$($field).+ != running.$($field).+ {
+                changed.push($key);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        };
+    }
+    keep!(state.dir, "state.dir");
+    keep!(http.listen, "http.listen");
+    keep!(http.max_connections, "http.max_connections");
+    keep!(sip.udp, "sip.udp");
+    keep!(sip.tcp, "sip.tcp");
+    keep!(sip.ws, "sip.ws");
+    keep!(sip.tls, "sip.tls");
+    keep!(sip.wss, "sip.wss");
+    keep!(sip.tls_cert, "sip.tls_cert");
+    keep!(sip.tls_key, "sip.tls_key");
+    keep!(sip.max_message_bytes, "sip.max_message_bytes");
+    keep!(sip.udp_buffer_bytes, "sip.udp_buffer_bytes");
+    keep!(sip.max_connections, "sip.max_connections");
+    keep!(sip.max_connections_per_ip, "sip.max_connections_per_ip");
+    keep!(sip.idle_timeout_secs, "sip.idle_timeout_secs");
+    keep!(sip.handshake_timeout_secs, "sip.handshake_timeout_secs");
+    keep!(sip.persist_interval_ms, "sip.persist_interval_ms");
+    if !changed.is_empty() {
+        tracing::warn!(keys = %changed.join(", "), "these settings take effect only after a restart; keeping the running values");
+    }
+}
+
 /// Applies what can change live: log filter, credentials, guard, digest and registrar policy.
 /// Listener addresses, the state directory and TLS files need a restart.
 async fn reload(
@@ -495,18 +563,8 @@ async fn reload(
         anyhow::bail!("running on embedded defaults: there is no file to reload");
     };
     let new = Config::load(path)?;
-    let restart_needed = new.state.dir != cfg.state.dir
-        || new.http.listen != cfg.http.listen
-        || new.sip.udp != cfg.sip.udp
-        || new.sip.tcp != cfg.sip.tcp
-        || new.sip.ws != cfg.sip.ws
-        || new.sip.tls != cfg.sip.tls
-        || new.sip.wss != cfg.sip.wss
-        || new.sip.tls_cert != cfg.sip.tls_cert
-        || new.sip.tls_key != cfg.sip.tls_key;
-    if restart_needed {
-        tracing::warn!("listener, TLS or state-directory changes take effect only after a restart");
-    }
+    let mut new = new;
+    keep_restart_only_settings(cfg, &mut new);
     let digest = digest_config(&new)?;
     let db = new.db_path();
     let new_for_seed = new.clone();
@@ -525,7 +583,6 @@ async fn reload(
         ep.registrar.set_credentials(Arc::new(table))
     });
     server.publish(changes);
-    let mut new = new;
     new.extensions = Vec::new();
     *cfg = new;
     release_freed_memory();

@@ -90,7 +90,7 @@ impl Endpoint {
                 max_failures: 3,
                 max_outstanding: 10_000,
             }),
-            transactions: ResponseCache::new(16_384, TIMER_J),
+            transactions: ResponseCache::new(16_384, 8 << 20, TIMER_J),
         }
     }
 
@@ -118,7 +118,13 @@ impl Endpoint {
             return h;
         }
         // Only UDP retransmits (RFC 3261 §17.1.2.2); stream transports never repeat a request.
-        let key = (flow.transport == Transport::Udp)
+        // And only a REGISTER carrying credentials needs its answer replayed: re-verifying it
+        // would look like a nonce-count replay, while anything else can simply be processed
+        // again. Keeping the cache to those keeps unauthenticated floods out of its memory.
+        let replay_sensitive = flow.transport == Transport::Udp
+            && req.method == Method::Register
+            && req.headers.contains(&HeaderName::Authorization);
+        let key = replay_sensitive
             .then(|| self.transactions.key(&req, flow.source))
             .flatten();
         if let Some(key) = key {

@@ -89,7 +89,21 @@ impl SipServer {
     /// Handles one inbound message; returns the reply to send on the same flow, if any.
     pub fn handle(&self, bytes: &[u8], flow: &Flow) -> Option<(Vec<u8>, SocketAddr)> {
         let now = Now::system();
-        let h = self.with_endpoint(|ep| ep.handle(bytes, flow, now));
+        // A bug that panics on some input must cost that one message, not the receive task
+        // (and with it the listener). The core's lock is recovered on the next call.
+        let h = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.with_endpoint(|ep| ep.handle(bytes, flow, now))
+        })) {
+            Ok(h) => h,
+            Err(_) => {
+                self.metrics
+                    .sip_dropped
+                    .with_label_values(&["internal_error"])
+                    .inc();
+                tracing::error!(source = %flow.source, len = bytes.len(), "SIP core panicked on a message; dropped it");
+                return None;
+            }
+        };
         let m = &self.metrics;
         match (h.silence, &h.method, h.status) {
             (Some(Silence::Guard(reason)), _, _) => {
@@ -241,14 +255,16 @@ impl SipServer {
         }
     }
 
-    /// Write-behind: every `interval`, commits the coalesced changes in one transaction. On
-    /// shutdown it flushes what is left, so a graceful stop loses nothing.
+    /// Write-behind: every `interval`, commits the coalesced changes in one transaction. Once
+    /// `shutdown` is cancelled (which the daemon does only after every producer has stopped)
+    /// it flushes what is left, retrying a few times, so a graceful stop loses nothing.
     pub fn run_persister(
         self: Arc<Self>,
         mut store: Store,
         interval: Duration,
         shutdown: CancellationToken,
     ) {
+        let mut final_attempts = 0;
         loop {
             let stopping = shutdown.is_cancelled();
             let batch = self.persist.take();
@@ -270,7 +286,17 @@ impl SipServer {
                 }
             }
             if stopping {
-                return;
+                if self.persist.is_empty() {
+                    return;
+                }
+                final_attempts += 1;
+                if final_attempts >= 5 {
+                    tracing::error!(
+                        rows = self.persist.len(),
+                        "could not persist the last binding changes before exit"
+                    );
+                    return;
+                }
             }
             std::thread::sleep(interval);
         }

@@ -4,8 +4,8 @@
 //! authenticated REGISTER with the same nonce-count, and re-running digest verification would
 //! call that a replay.
 //!
-//! Sans-IO, bounded: responses are kept for Timer J (64·T1 = 32 s) or until `capacity` newer
-//! ones push them out, whichever comes first.
+//! Sans-IO, bounded twice: responses are kept for Timer J (64·T1 = 32 s) or until newer ones
+//! push them out, by count and by total bytes, whichever bound is reached first.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -36,16 +36,20 @@ pub struct ResponseCache {
     /// Insertion order with expiry, for O(1) expiry and eviction.
     order: VecDeque<(Instant, TransactionKey)>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     ttl: Duration,
 }
 
 impl ResponseCache {
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize, ttl: Duration) -> Self {
         Self {
             hasher: std::hash::RandomState::new(),
             entries: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
             ttl,
         }
     }
@@ -78,24 +82,37 @@ impl ResponseCache {
     /// Remembers the final response sent for a transaction.
     pub fn insert(&mut self, key: TransactionKey, response: &[u8], status: u16, now: Instant) {
         self.expire(now);
-        while self.entries.len() >= self.capacity {
+        if response.len() > self.max_bytes {
+            return;
+        }
+        while self.entries.len() >= self.capacity || self.bytes + response.len() > self.max_bytes {
             let Some((_, oldest)) = self.order.pop_front() else {
                 break;
             };
-            self.entries.remove(&oldest);
+            self.forget(oldest);
         }
-        let fresh = self
-            .entries
-            .insert(
-                key,
-                Entry {
-                    response: response.to_vec(),
-                    status,
-                },
-            )
-            .is_none();
-        if fresh {
-            self.order.push_back((now + self.ttl, key));
+        let old = self.entries.insert(
+            key,
+            Entry {
+                response: response.to_vec(),
+                status,
+            },
+        );
+        self.bytes += response.len();
+        match old {
+            Some(old) => self.bytes -= old.response.len(),
+            None => self.order.push_back((now + self.ttl, key)),
+        }
+    }
+
+    /// Bytes of responses held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn forget(&mut self, key: TransactionKey) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.bytes -= e.response.len();
         }
     }
 
@@ -113,7 +130,7 @@ impl ResponseCache {
                 break;
             }
             self.order.pop_front();
-            self.entries.remove(&key);
+            self.forget(key);
         }
     }
 }
@@ -139,7 +156,7 @@ mod tests {
     #[test]
     fn retransmission_hits_new_request_misses() {
         let t0 = Instant::now();
-        let mut c = ResponseCache::new(10, TIMER_J);
+        let mut c = ResponseCache::new(10, 1 << 20, TIMER_J);
         let k = c.key(&req("z9hG4bK1", 2), SRC.parse().unwrap()).unwrap();
         assert!(c.lookup(k, t0).is_none());
         c.insert(k, b"SIP/2.0 200 OK\r\n", 200, t0);
@@ -172,7 +189,7 @@ mod tests {
     #[test]
     fn entries_expire_after_timer_j_and_capacity_is_bounded() {
         let t0 = Instant::now();
-        let mut c = ResponseCache::new(3, TIMER_J);
+        let mut c = ResponseCache::new(3, 1 << 20, TIMER_J);
         let keys: Vec<_> = (0..5)
             .map(|i| {
                 c.key(&req(&format!("z9hG4bK{i}"), 1), SRC.parse().unwrap())
@@ -187,5 +204,33 @@ mod tests {
         assert!(c.lookup(keys[4], t0).is_some());
         assert!(c.lookup(keys[4], t0 + TIMER_J).is_none(), "expired");
         assert!(c.is_empty());
+        assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_oldest_and_refuses_giants() {
+        let t0 = Instant::now();
+        let mut c = ResponseCache::new(100, 1000, TIMER_J);
+        let keys: Vec<_> = (0..4)
+            .map(|i| {
+                c.key(&req(&format!("z9hG4bK{i}"), 1), SRC.parse().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        for k in &keys[..3] {
+            c.insert(*k, &[b'x'; 400], 401, t0);
+        }
+        assert_eq!(
+            c.len(),
+            2,
+            "three 400-byte answers do not fit in 1000 bytes"
+        );
+        assert!(c.bytes() <= 1000);
+        assert!(c.lookup(keys[0], t0).is_none());
+        c.insert(keys[3], &[b'x'; 1001], 200, t0);
+        assert!(
+            c.lookup(keys[3], t0).is_none(),
+            "larger than the whole budget"
+        );
     }
 }
