@@ -582,6 +582,7 @@ async fn reload(
         ep.registrar.verifier_mut().set_config(digest);
         ep.registrar.set_credentials(Arc::new(table))
     });
+    server.set_limits(limits(&new));
     server.publish(changes);
     new.extensions = Vec::new();
     *cfg = new;

@@ -13,7 +13,7 @@ use crate::sip::guard::{DropReason, Guard, Verdict};
 use crate::sip::header::parse_vias;
 use crate::sip::location::{Changes, Flow, Transport};
 use crate::sip::message::{
-    salvage_for_reply, HeaderName, Limits, Message, Method, Request, Response,
+    salvage_for_reply, HeaderName, Limits, Message, Method, ParseError, Request, Response,
 };
 use crate::sip::qualify::{Qualifier, QualifyConfig};
 use crate::sip::registrar::{reply_with_tag, AuthNote, Registrar};
@@ -96,14 +96,28 @@ impl Endpoint {
 
     /// Handles one datagram or one framed stream message.
     pub fn handle(&mut self, bytes: &[u8], flow: &Flow, now: Now) -> Handled {
-        let msg = match Message::parse(bytes, &self.limits) {
+        let parsed = Message::parse(bytes, &self.limits);
+        self.handle_parsed(parsed, bytes, flow, now)
+    }
+
+    /// Like [`Endpoint::handle`] with the parse already done, so a shell can parse outside
+    /// whatever lock guards the endpoint (parsing is the largest share of the work and needs
+    /// no shared state).
+    pub fn handle_parsed(
+        &mut self,
+        parsed: Result<Message, ParseError>,
+        bytes: &[u8],
+        flow: &Flow,
+        now: Now,
+    ) -> Handled {
+        let msg = match parsed {
             Ok(m) => m,
             Err(e) => return self.malformed(bytes, flow, now, &e.to_string()),
         };
         let req = match msg {
             Message::Request(r) => r,
             Message::Response(resp) => {
-                self.qualify.on_response(&resp);
+                self.qualify.on_response(&resp, flow.source);
                 let mut h = Handled::silent(Silence::NoReplyExpected);
                 h.status = Some(resp.code);
                 h.response = Some(resp);

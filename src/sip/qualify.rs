@@ -37,6 +37,8 @@ struct Outstanding {
     aor: String,
     contact: String,
     sent_at: u64,
+    /// Where the probe went: only an answer from there counts.
+    to: SocketAddr,
 }
 
 #[derive(Debug, Default)]
@@ -137,7 +139,7 @@ impl Qualifier {
             st.last_probe = now_unix;
             st.in_flight = true;
             self.seq += 1;
-            let call_id = format!("qualify-{}-{}", now_unix, self.seq);
+            let call_id = format!("qualify-{:016x}-{}", rand::random::<u64>(), self.seq);
             probes.push(Probe {
                 bytes: options_request(&b.contact, &call_id, b.flow.local, self.seq),
                 local: b.flow.local,
@@ -149,20 +151,25 @@ impl Qualifier {
                     aor: key.0,
                     contact: key.1,
                     sent_at: now_unix,
+                    to: b.flow.source,
                 },
             );
         }
         (probes, dead)
     }
 
-    /// Any final response to our OPTIONS, even 405 or 404, proves the phone is there.
-    pub fn on_response(&mut self, resp: &Response) -> bool {
+    /// Any final response to our OPTIONS, even 405 or 404, proves the phone is there, provided
+    /// it comes from where the probe went (a spoofer must not keep a dead binding alive).
+    pub fn on_response(&mut self, resp: &Response, from: SocketAddr) -> bool {
         if resp.code < 200 {
             return false;
         }
         let Some(call_id) = resp.headers.get(&HeaderName::CallId) else {
             return false;
         };
+        if self.outstanding.get(call_id).is_none_or(|o| o.to != from) {
+            return false;
+        }
         let Some(o) = self.outstanding.remove(call_id) else {
             return false;
         };
@@ -260,7 +267,7 @@ mod tests {
         assert!(p[0]
             .bytes
             .starts_with(b"OPTIONS sip:1001@10.0.0.9:5062 SIP/2.0\r\n"));
-        assert!(q.on_response(&answer(&p[0])));
+        assert!(q.on_response(&answer(&p[0]), p[0].to));
         assert!(q.poll(&loc, 1010).0.is_empty(), "not before the interval");
         assert_eq!(q.poll(&loc, 1031).0.len(), 1);
     }
@@ -288,15 +295,24 @@ mod tests {
         q.poll(&loc, 1001);
         q.poll(&loc, 1006); // one failure
         let (p, _) = q.poll(&loc, 1031);
-        assert!(q.on_response(&answer(&p[0])));
+        assert!(q.on_response(&answer(&p[0]), p[0].to));
         assert!(
-            !q.on_response(&answer(&p[0])),
+            !q.on_response(&answer(&p[0]), p[0].to),
             "a duplicate answer matches nothing"
         );
         let (p, _) = q.poll(&loc, 1061);
         assert_eq!(p.len(), 1);
         let (_, dead) = q.poll(&loc, 1066);
         assert!(dead.is_empty(), "the count restarted after the answer");
+    }
+
+    #[test]
+    fn an_answer_from_elsewhere_does_not_count() {
+        let loc = location_with(Transport::Udp);
+        let mut q = Qualifier::new(cfg());
+        let (p, _) = q.poll(&loc, 1001);
+        assert!(!q.on_response(&answer(&p[0]), "198.51.100.66:5060".parse().unwrap()));
+        assert!(q.on_response(&answer(&p[0]), p[0].to));
     }
 
     #[test]

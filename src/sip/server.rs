@@ -57,6 +57,8 @@ impl PersistQueue {
 
 pub struct SipServer {
     endpoint: Mutex<Endpoint>,
+    /// A copy of the endpoint's parse limits, readable without the core's lock.
+    limits: std::sync::RwLock<crate::sip::message::Limits>,
     /// UDP sockets by local address, so qualify probes leave from the listener the phone
     /// registered through (the only path its NAT lets back in).
     udp_sockets: Mutex<HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>>,
@@ -69,6 +71,7 @@ impl SipServer {
     pub fn new(endpoint: Endpoint, metrics: Arc<Metrics>) -> Arc<SipServer> {
         let (events, _) = broadcast::channel(4096);
         let server = Arc::new(SipServer {
+            limits: std::sync::RwLock::new(endpoint.limits),
             endpoint: Mutex::new(endpoint),
             udp_sockets: Mutex::new(HashMap::new()),
             metrics,
@@ -137,6 +140,11 @@ impl SipServer {
         }
         self.publish(h.changes);
         h.reply
+    }
+
+    /// Changes the parse limits (reload); the endpoint's own copy is set by the caller.
+    pub fn set_limits(&self, limits: crate::sip::message::Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
     /// Whether a binding lives on this stream connection.
