@@ -272,6 +272,7 @@ impl SipServer {
         interval: Duration,
         shutdown: CancellationToken,
     ) {
+        lower_thread_priority();
         let mut final_attempts = 0;
         loop {
             let stopping = shutdown.is_cancelled();
@@ -308,5 +309,17 @@ impl SipServer {
             }
             std::thread::sleep(interval);
         }
+    }
+}
+
+/// Write-behind must never starve the SIP path: a large SQLite batch sharing a CPU with the
+/// receive loop would otherwise delay replies long enough for UDP phones to retransmit (and
+/// for the socket buffer to overflow). On Linux, nice is per thread, so this affects only the
+/// calling (persister) thread.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers and only changes this thread's nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
