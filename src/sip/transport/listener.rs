@@ -41,6 +41,17 @@ pub struct StreamContext {
     pub shutdown: CancellationToken,
 }
 
+impl StreamContext {
+    /// Counts a connection refused or closed for cause.
+    pub fn refused(&self, reason: &str) {
+        self.server
+            .metrics
+            .sip_connections_refused
+            .with_label_values(&[reason])
+            .inc();
+    }
+}
+
 /// Holds one per-IP slot for the life of a connection.
 struct IpSlot {
     table: Arc<Mutex<HashMap<IpAddr, u32>>>,
@@ -113,19 +124,11 @@ pub async fn serve(
             },
         };
         let Some(slot) = IpSlot::take(&ctx, peer.ip()) else {
-            ctx.server
-                .metrics
-                .sip_connections_refused
-                .with_label_values(&["per_ip_limit"])
-                .inc();
+            ctx.refused("per_ip_limit");
             continue;
         };
         let Ok(permit) = Arc::clone(&ctx.connections).try_acquire_owned() else {
-            ctx.server
-                .metrics
-                .sip_connections_refused
-                .with_label_values(&["limit"])
-                .inc();
+            ctx.refused("limit");
             continue;
         };
         let _ = sock.set_nodelay(true);
@@ -153,18 +156,9 @@ pub async fn serve(
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
-                                ctx.server
-                                    .metrics
-                                    .sip_connections_refused
-                                    .with_label_values(&["tls_handshake"])
-                                    .inc();
+                                ctx.refused("tls_handshake");
                             }
-                            Err(_) => ctx
-                                .server
-                                .metrics
-                                .sip_connections_refused
-                                .with_label_values(&["tls_handshake"])
-                                .inc(),
+                            Err(_) => ctx.refused("tls_handshake"),
                         }
                     }
                 }

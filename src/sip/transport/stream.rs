@@ -55,21 +55,13 @@ pub async fn connection<S>(
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error: close it.
                     tracing::debug!(error = %e, "closing stream after framing error");
-                    ctx.server
-                        .metrics
-                        .sip_connections_refused
-                        .with_label_values(&["framing"])
-                        .inc();
+                    ctx.refused("framing");
                     break 'conn;
                 }
             }
         }
         if buf.len() > ctx.limits.max_message_bytes {
-            ctx.server
-                .metrics
-                .sip_connections_refused
-                .with_label_values(&["framing"])
-                .inc();
+            ctx.refused("framing");
             break;
         }
         buf.reserve(4096);
@@ -84,11 +76,7 @@ pub async fn connection<S>(
             // registration alone, and closing would silently unregister it.
             Err(_) if ctx.server.connection_in_use(conn) => {}
             Err(_) => {
-                ctx.server
-                    .metrics
-                    .sip_connections_refused
-                    .with_label_values(&["idle"])
-                    .inc();
+                ctx.refused("idle");
                 break;
             }
         }

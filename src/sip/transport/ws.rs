@@ -57,11 +57,7 @@ pub async fn connection<S>(
     let mut ws = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         _ => {
-            ctx.server
-                .metrics
-                .sip_connections_refused
-                .with_label_values(&["ws_handshake"])
-                .inc();
+            ctx.refused("ws_handshake");
             return;
         }
     };
@@ -82,22 +78,14 @@ pub async fn connection<S>(
             Ok(Some(Err(e))) => {
                 // Oversized frames and protocol violations end up here.
                 tracing::debug!(error = %e, "websocket error");
-                ctx.server
-                    .metrics
-                    .sip_connections_refused
-                    .with_label_values(&["framing"])
-                    .inc();
+                ctx.refused("framing");
                 break;
             }
             Ok(None) => break,
             // A binding on this flow keeps it open however quiet it is.
             Err(_) if ctx.server.connection_in_use(conn) => continue,
             Err(_) => {
-                ctx.server
-                    .metrics
-                    .sip_connections_refused
-                    .with_label_values(&["idle"])
-                    .inc();
+                ctx.refused("idle");
                 break;
             }
         };
