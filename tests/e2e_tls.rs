@@ -189,22 +189,6 @@ async fn tls_connect(
 // SIP over TLS
 // ------------------------------------------------------------------------------------------
 
-/// Length of the first complete Content-Length-framed message in `buf` (RFC 3261 §18.3).
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let cl = head
-        .split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| {
-            let n = n.trim();
-            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l")
-        })
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    (buf.len() >= end + cl).then_some(end + cl)
-}
-
 struct TlsConn {
     rt: tokio::runtime::Runtime,
     tls: Option<TlsStream<tokio::net::TcpStream>>,
@@ -306,7 +290,7 @@ impl SipConn for TlsConn {
             while self.buf.starts_with(b"\r\n") {
                 self.buf.drain(..2);
             }
-            if let Some(n) = frame_len(&self.buf) {
+            if let Some(n) = stream_frame_len(&self.buf) {
                 return Recv::Msg(self.buf.drain(..n).collect());
             }
             if !self.fill(deadline) {

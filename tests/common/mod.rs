@@ -1104,7 +1104,7 @@ impl TcpConn {
 }
 
 /// Length of the first complete Content-Length-framed message in `buf`, if any.
-fn stream_frame_len(buf: &[u8]) -> Option<usize> {
+pub fn stream_frame_len(buf: &[u8]) -> Option<usize> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..end]);
     let cl = head
