@@ -223,6 +223,14 @@ impl Location {
             let existing = planned
                 .iter()
                 .position(|b| b.contact == u.binding.contact)
+                // The same URI written differently (host case, parameter order, escapes) is
+                // the same binding (RFC 3261 §10.3 step 7 compares per §19.1.4). Only tried
+                // when no byte-identical contact exists, so refreshes never pay for it.
+                .or_else(|| {
+                    planned
+                        .iter()
+                        .position(|b| equivalent_uris(&b.contact, &u.binding.contact))
+                })
                 .or_else(|| {
                     // RFC 5626 §6: same instance and reg-id means the same flow, new contact or not.
                     u.binding.instance.as_ref().and_then(|inst| {
@@ -249,7 +257,10 @@ impl Location {
                         shift_after_remove(&mut outcome, i);
                         removed.push((b, RegistrationChange::Unregistered));
                     } else {
-                        let replaced = planned[i].contact != u.binding.contact;
+                        let same_uri = planned[i].contact == u.binding.contact
+                            || equivalent_uris(&planned[i].contact, &u.binding.contact);
+                        // A different URI found through +sip.instance/reg-id replaces the old one.
+                        let replaced = !same_uri;
                         if replaced {
                             removed.push((planned[i].clone(), RegistrationChange::Replaced));
                         }
@@ -258,9 +269,17 @@ impl Location {
                         } else {
                             planned[i].registered_at
                         };
+                        // An equivalent URI keeps the spelling already stored, so the binding
+                        // (and its row in the store) keeps one identity.
+                        let contact = if same_uri {
+                            planned[i].contact.clone()
+                        } else {
+                            u.binding.contact.clone()
+                        };
                         planned[i] = Binding {
                             expires_at: now_unix + u64::from(u.expires),
                             registered_at,
+                            contact,
                             ..u.binding.clone()
                         };
                         let kind = if replaced {
@@ -490,6 +509,11 @@ impl Location {
     }
 }
 
+fn equivalent_uris(a: &str, b: &str) -> bool {
+    use crate::sip::header::SipUri;
+    matches!((SipUri::parse(a), SipUri::parse(b)), (Ok(x), Ok(y)) if x.same_address(&y))
+}
+
 /// Keeps `outcome` indices pointing at the same bindings after `planned.remove(i)`.
 fn shift_after_remove(outcome: &mut Vec<(usize, RegistrationChange)>, i: usize) {
     outcome.retain_mut(|(j, _)| {
@@ -661,6 +685,72 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, ApplyError::TooManyContacts);
+        assert_eq!(loc.len(), 2);
+    }
+
+    #[test]
+    fn an_equivalent_contact_uri_is_the_same_binding() {
+        let mut loc = Location::new();
+        apply(
+            &mut loc,
+            "1001",
+            &[upd(
+                "sip:1001@PC.Example.com:5060;transport=udp;ob",
+                "c1",
+                1,
+                60,
+            )],
+            10,
+            1000,
+        )
+        .unwrap();
+        // Same URI, host case and parameter order changed: a refresh, then a removal.
+        let c = apply(
+            &mut loc,
+            "1001",
+            &[upd(
+                "sip:1001@pc.example.com:5060;ob;transport=udp",
+                "c1",
+                2,
+                60,
+            )],
+            10,
+            1001,
+        )
+        .unwrap();
+        assert_eq!(c.events[0].change, RegistrationChange::Refreshed);
+        assert_eq!(loc.len(), 1);
+        apply(
+            &mut loc,
+            "1001",
+            &[upd(
+                "sip:1001@pc.example.com:5060;transport=UDP;ob",
+                "c1",
+                3,
+                0,
+            )],
+            10,
+            1002,
+        )
+        .unwrap();
+        assert!(loc.is_empty());
+        // A different port is a different binding.
+        apply(
+            &mut loc,
+            "1001",
+            &[upd("sip:1001@h:5060", "c1", 4, 60)],
+            10,
+            1003,
+        )
+        .unwrap();
+        apply(
+            &mut loc,
+            "1001",
+            &[upd("sip:1001@h:5062", "c1", 5, 60)],
+            10,
+            1003,
+        )
+        .unwrap();
         assert_eq!(loc.len(), 2);
     }
 
