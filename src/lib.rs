@@ -4,6 +4,7 @@
 //! sans-IO: it takes input and `now` and returns output; only `daemon` and the `*::transport`
 //! shells own sockets, clocks and tasks.
 
+pub mod agents;
 pub mod api;
 pub mod clock;
 pub mod config;
