@@ -193,8 +193,29 @@ struct TlsConn {
     rt: tokio::runtime::Runtime,
     tls: Option<TlsStream<tokio::net::TcpStream>>,
     local: SocketAddr,
-    buf: Vec<u8>,
-    closed: bool,
+    reader: StreamReader,
+}
+
+/// One read within `left`; `read` is cancel-safe, so a timeout loses no bytes (they stay in
+/// rustls' buffer).
+fn tls_read(
+    rt: &tokio::runtime::Runtime,
+    tls: &mut Option<TlsStream<tokio::net::TcpStream>>,
+    buf: &mut Vec<u8>,
+    left: Duration,
+) -> Fill {
+    let Some(tls) = tls.as_mut() else {
+        return Fill::Closed;
+    };
+    let mut tmp = vec![0u8; 16 * 1024];
+    match rt.block_on(async { tokio::time::timeout(left, tls.read(&mut tmp)).await }) {
+        Err(_) => Fill::Timeout,
+        Ok(Ok(0)) | Ok(Err(_)) => Fill::Closed,
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(&tmp[..n]);
+            Fill::Data
+        }
+    }
 }
 
 impl TlsConn {
@@ -208,51 +229,15 @@ impl TlsConn {
             rt,
             tls: Some(tls),
             local,
-            buf: Vec::new(),
-            closed: false,
-        }
-    }
-
-    /// One read into `buf`; false on timeout, EOF or error.
-    fn fill(&mut self, deadline: Instant) -> bool {
-        let Some(tls) = self.tls.as_mut() else {
-            self.closed = true;
-            return false;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let mut tmp = vec![0u8; 16 * 1024];
-        // `read` is cancel-safe: a timeout loses no bytes (they stay in rustls' buffer)
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(left, tls.read(&mut tmp)).await })
-        {
-            Err(_) => false,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.closed = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
+            reader: StreamReader::default(),
         }
     }
 
     /// Raw bytes as they arrive (for the CRLF keep-alive check).
     fn recv_raw(&mut self, timeout: Duration) -> Recv {
-        if !self.buf.is_empty() {
-            return Recv::Msg(std::mem::take(&mut self.buf));
-        }
-        if self.fill(Instant::now() + timeout) {
-            Recv::Msg(std::mem::take(&mut self.buf))
-        } else if self.closed {
-            Recv::Closed
-        } else {
-            Recv::Timeout
-        }
+        let (rt, tls) = (&self.rt, &mut self.tls);
+        self.reader
+            .recv_raw(timeout, |buf, left| tls_read(rt, tls, buf, left))
     }
 
     /// Sends close_notify, shuts the write half and drops the connection.
@@ -285,22 +270,9 @@ impl SipConn for TlsConn {
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
     fn recv(&mut self, timeout: Duration) -> Recv {
-        let deadline = Instant::now() + timeout;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(n) = stream_frame_len(&self.buf) {
-                return Recv::Msg(self.buf.drain(..n).collect());
-            }
-            if !self.fill(deadline) {
-                return if self.closed {
-                    Recv::Closed
-                } else {
-                    Recv::Timeout
-                };
-            }
-        }
+        let (rt, tls) = (&self.rt, &mut self.tls);
+        self.reader
+            .recv_message(timeout, |buf, left| tls_read(rt, tls, buf, left))
     }
 }
 

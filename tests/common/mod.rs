@@ -1026,10 +1026,123 @@ impl SipConn for UdpConn {
     }
 }
 
-pub struct TcpConn {
-    pub stream: TcpStream,
+/// Outcome of one read attempt on a stream connection.
+pub enum Fill {
+    Data,
+    Timeout,
+    Closed,
+}
+
+/// The reading side of a SIP stream connection (TCP, TLS) in tests: buffered bytes, end of
+/// stream, and Content-Length framing. Each connection type supplies only "read once into
+/// this buffer before the deadline".
+#[derive(Default)]
+pub struct StreamReader {
     buf: Vec<u8>,
     closed: bool,
+}
+
+impl StreamReader {
+    fn fill(
+        &mut self,
+        deadline: Instant,
+        read: &mut impl FnMut(&mut Vec<u8>, Duration) -> Fill,
+    ) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || self.closed {
+            return false;
+        }
+        match read(&mut self.buf, left) {
+            Fill::Data => true,
+            Fill::Timeout => false,
+            Fill::Closed => {
+                self.closed = true;
+                false
+            }
+        }
+    }
+
+    fn outcome(&self) -> Recv {
+        if self.closed {
+            Recv::Closed
+        } else {
+            Recv::Timeout
+        }
+    }
+
+    /// Raw bytes as they arrive (for the CRLF keep-alive check): whatever is buffered or the
+    /// next read within `timeout`.
+    pub fn recv_raw(
+        &mut self,
+        timeout: Duration,
+        mut read: impl FnMut(&mut Vec<u8>, Duration) -> Fill,
+    ) -> Recv {
+        if self.buf.is_empty() && !self.fill(Instant::now() + timeout, &mut read) {
+            return self.outcome();
+        }
+        Recv::Msg(std::mem::take(&mut self.buf))
+    }
+
+    /// The next Content-Length-framed message, skipping keep-alive pongs between messages.
+    pub fn recv_message(
+        &mut self,
+        timeout: Duration,
+        mut read: impl FnMut(&mut Vec<u8>, Duration) -> Fill,
+    ) -> Recv {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.drain(..2);
+            }
+            if let Some(n) = stream_frame_len(&self.buf) {
+                return Recv::Msg(self.buf.drain(..n).collect());
+            }
+            if !self.fill(deadline, &mut read) {
+                return self.outcome();
+            }
+        }
+    }
+
+    /// Waits until the peer closes the connection; true if it did within `timeout`.
+    pub fn wait_closed(
+        &mut self,
+        timeout: Duration,
+        mut read: impl FnMut(&mut Vec<u8>, Duration) -> Fill,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.closed && Instant::now() < deadline {
+            self.buf.clear();
+            self.fill(deadline, &mut read);
+        }
+        self.closed
+    }
+}
+
+pub struct TcpConn {
+    pub stream: TcpStream,
+    reader: StreamReader,
+}
+
+/// One blocking read with a timeout.
+fn tcp_read(stream: &mut TcpStream, buf: &mut Vec<u8>, left: Duration) -> Fill {
+    let _ = stream.set_read_timeout(Some(left));
+    let mut tmp = [0u8; 16 * 1024];
+    match stream.read(&mut tmp) {
+        Ok(0) => Fill::Closed,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            Fill::Data
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Fill::Timeout
+        }
+        Err(_) => Fill::Closed,
+    }
 }
 
 impl TcpConn {
@@ -1040,66 +1153,22 @@ impl TcpConn {
         stream.set_write_timeout(Some(Duration::from_secs(5))).ok();
         TcpConn {
             stream,
-            buf: Vec::new(),
-            closed: false,
+            reader: StreamReader::default(),
         }
     }
 
-    fn fill(&mut self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let _ = self.stream.set_read_timeout(Some(left));
-        let mut tmp = [0u8; 16 * 1024];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => {
-                self.closed = true;
-                false
-            }
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                false
-            }
-            Err(_) => {
-                self.closed = true;
-                false
-            }
-        }
-    }
-
-    /// Raw bytes as they arrive (for the CRLF keep-alive check): whatever is buffered or the
-    /// next read within `timeout`.
+    /// Raw bytes as they arrive (for the CRLF keep-alive check).
     pub fn recv_raw(&mut self, timeout: Duration) -> Recv {
-        if !self.buf.is_empty() {
-            return Recv::Msg(std::mem::take(&mut self.buf));
-        }
-        let deadline = Instant::now() + timeout;
-        if self.fill(deadline) {
-            Recv::Msg(std::mem::take(&mut self.buf))
-        } else if self.closed {
-            Recv::Closed
-        } else {
-            Recv::Timeout
-        }
+        let stream = &mut self.stream;
+        self.reader
+            .recv_raw(timeout, |buf, left| tcp_read(stream, buf, left))
     }
 
     /// Waits until the peer closes the connection; true if it did within `timeout`.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !self.closed && Instant::now() < deadline {
-            self.buf.clear();
-            self.fill(deadline);
-        }
-        self.closed
+        let stream = &mut self.stream;
+        self.reader
+            .wait_closed(timeout, |buf, left| tcp_read(stream, buf, left))
     }
 }
 
@@ -1127,23 +1196,9 @@ impl SipConn for TcpConn {
         self.stream.write_all(data)
     }
     fn recv(&mut self, timeout: Duration) -> Recv {
-        let deadline = Instant::now() + timeout;
-        loop {
-            // keep-alive pongs (bare CRLFs) between messages are not messages
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(n) = stream_frame_len(&self.buf) {
-                return Recv::Msg(self.buf.drain(..n).collect());
-            }
-            if !self.fill(deadline) {
-                return if self.closed {
-                    Recv::Closed
-                } else {
-                    Recv::Timeout
-                };
-            }
-        }
+        let stream = &mut self.stream;
+        self.reader
+            .recv_message(timeout, |buf, left| tcp_read(stream, buf, left))
     }
 }
 
