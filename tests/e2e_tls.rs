@@ -444,36 +444,10 @@ impl SipConn for WssConn {
         self.host.clone()
     }
     fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        use futures_util::SinkExt;
-        use tokio_tungstenite::tungstenite::Message;
-        let text = String::from_utf8(data.to_vec())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let ws = &mut self.ws;
-        self.rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), ws.send(Message::Text(text))).await
-            })
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
-            .map_err(io::Error::other)
+        ws_send(&self.rt, &mut self.ws, data)
     }
     fn recv(&mut self, timeout: Duration) -> Recv {
-        use futures_util::StreamExt;
-        use tokio_tungstenite::tungstenite::Message;
-        let ws = &mut self.ws;
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.rt.block_on(async {
-            loop {
-                match tokio::time::timeout_at(deadline, ws.next()).await {
-                    Err(_) => return Recv::Timeout,
-                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
-                        return Recv::Closed
-                    }
-                    Ok(Some(Ok(Message::Text(t)))) => return Recv::Msg(t.into_bytes()),
-                    Ok(Some(Ok(Message::Binary(b)))) => return Recv::Msg(b),
-                    Ok(Some(Ok(_))) => continue,
-                }
-            }
-        })
+        ws_recv(&self.rt, &mut self.ws, timeout)
     }
 }
 

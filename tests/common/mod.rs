@@ -1307,39 +1307,62 @@ impl SipConn for WsConn {
         self.host.clone()
     }
     fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        use futures_util::SinkExt;
-        use tokio_tungstenite::tungstenite::Message;
-        let text = String::from_utf8(data.to_vec())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let ws = self.ws.as_mut().ok_or(io::ErrorKind::NotConnected)?;
-        self.rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), ws.send(Message::Text(text))).await
-            })
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
-            .map_err(io::Error::other)
+        ws_send(&self.rt, ws, data)
     }
     fn recv(&mut self, timeout: Duration) -> Recv {
-        use futures_util::StreamExt;
-        use tokio_tungstenite::tungstenite::Message;
-        let Some(ws) = self.ws.as_mut() else {
-            return Recv::Closed;
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.rt.block_on(async {
-            loop {
-                match tokio::time::timeout_at(deadline, ws.next()).await {
-                    Err(_) => return Recv::Timeout,
-                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
-                        return Recv::Closed
-                    }
-                    Ok(Some(Ok(Message::Text(t)))) => return Recv::Msg(t.into_bytes()),
-                    Ok(Some(Ok(Message::Binary(b)))) => return Recv::Msg(b),
-                    Ok(Some(Ok(_))) => continue, // ping/pong handled by tungstenite
-                }
-            }
-        })
+        match self.ws.as_mut() {
+            Some(ws) => ws_recv(&self.rt, ws, timeout),
+            None => Recv::Closed,
+        }
     }
+}
+
+/// Sends one SIP message as one WebSocket text message (RFC 7118), over WS or WSS.
+pub fn ws_send<S>(
+    rt: &tokio::runtime::Runtime,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    data: &[u8],
+) -> io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let text = String::from_utf8(data.to_vec())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), ws.send(Message::Text(text))).await
+    })
+    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+    .map_err(io::Error::other)
+}
+
+/// The next SIP message from a WebSocket (text or binary), skipping control frames.
+pub fn ws_recv<S>(
+    rt: &tokio::runtime::Runtime,
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    timeout: Duration,
+) -> Recv
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + timeout;
+    rt.block_on(async {
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => return Recv::Timeout,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                    return Recv::Closed
+                }
+                Ok(Some(Ok(Message::Text(t)))) => return Recv::Msg(t.into_bytes()),
+                Ok(Some(Ok(Message::Binary(b)))) => return Recv::Msg(b),
+                Ok(Some(Ok(_))) => continue, // ping/pong handled by tungstenite
+            }
+        }
+    })
 }
 
 impl WsConn {
