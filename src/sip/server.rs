@@ -94,10 +94,20 @@ impl SipServer {
         let now = Now::system();
         // A bug that panics on some input must cost that one message, not the receive task
         // (and with it the listener). The core's lock is recovered on the next call.
-        let h = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.with_endpoint(|ep| ep.handle(bytes, flow, now))
-        })) {
-            Ok(h) => h,
+        let limits = *self.limits.read().unwrap_or_else(|e| e.into_inner());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Parsing needs no shared state, so it runs before the core's lock is taken and
+            // receivers on several threads parse in parallel.
+            let parsed = crate::sip::message::Message::parse(bytes, &limits);
+            self.with_endpoint(|ep| {
+                let h = ep.handle_parsed(parsed, bytes, flow, now);
+                // Read the gauges under the same lock rather than taking it again.
+                let loc = ep.registrar.location();
+                (h, loc.len(), loc.aor_count())
+            })
+        }));
+        let (h, bindings, aors) = match outcome {
+            Ok(x) => x,
             Err(_) => {
                 self.metrics
                     .sip_dropped
@@ -138,7 +148,11 @@ impl SipServer {
             m.sip_guard_bans.with_label_values(&["user"]).inc();
             tracing::warn!(source = %flow.source, "guard: user banned from this source after repeated auth failures");
         }
-        self.publish(h.changes);
+        if !h.changes.is_empty() {
+            self.record_changes(h.changes);
+            self.metrics.sip_bindings_active.set(bindings as i64);
+            self.metrics.sip_aors_registered.set(aors as i64);
+        }
         h.reply
     }
 
@@ -158,11 +172,18 @@ impl SipServer {
         self.publish(changes);
     }
 
-    /// Records metrics and events for a batch of binding changes and queues their persistence.
+    /// Records metrics and events for a batch of binding changes, queues their persistence
+    /// and refreshes the binding gauges.
     pub fn publish(&self, changes: Changes) {
         if changes.is_empty() {
             return;
         }
+        self.record_changes(changes);
+        self.update_gauges();
+    }
+
+    /// Metrics, events and write-behind for a batch of changes (gauges are the caller's).
+    fn record_changes(&self, changes: Changes) {
         for e in changes.events {
             self.metrics
                 .sip_registration_changes
@@ -173,7 +194,6 @@ impl SipServer {
             let _ = self.events.send(e);
         }
         self.persist.push_all(changes.persist);
-        self.update_gauges();
     }
 
     pub fn update_gauges(&self) {
