@@ -44,6 +44,116 @@ pub struct Config {
     /// Extensions seeded into the store at start-up and on reload. Passwords given here are
     /// hashed into per-algorithm HA1 values before they reach the store.
     pub extensions: Vec<ExtensionSeed>,
+    pub directory: DirectoryConfig,
+    pub presence: PresenceConfig,
+    pub management: ManagementConfig,
+    /// Agents known before the grid pushes any (`[[agents]]`).
+    pub agents: Vec<crate::agents::directory::Agent>,
+    pub skill_groups: Vec<crate::agents::directory::SkillGroup>,
+    pub access_numbers: Vec<crate::agents::directory::AccessNumber>,
+}
+
+/// `[directory]`: where project extensions come from and what clients are told.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// Extension number blocks allocated to projects, e.g. ["8000-8999"].
+    pub ranges: Vec<String>,
+    /// The key file passwords and certificates are derived from; empty = `{state.dir}/directory.key`.
+    pub key_file: Option<PathBuf>,
+    /// `servers` returned by createProject/getByCertificate (WebRTC, WSS URL).
+    pub servers: String,
+    /// `nativeServers` returned likewise (host:port for native softphones).
+    pub native_servers: String,
+    /// Largest `seats` one createProject may ask for.
+    pub max_seats: u32,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            ranges: vec!["8000-8999".into()],
+            key_file: None,
+            servers: "wss://127.0.0.1:7443".into(),
+            native_servers: "127.0.0.1:5060".into(),
+            max_seats: 1000,
+        }
+    }
+}
+
+/// `[presence]`: agent state policy and the attendance day.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// IANA time zone whose midnight resets the daily counters.
+    pub timezone: String,
+    /// After-call work after each conversation, in seconds; 0 = straight back.
+    pub acw_secs: u64,
+    /// Whether a rest that runs out makes the agent idle (true) or not ready (false).
+    pub idle_after_rest: bool,
+    /// How often changed agent state and counters are written to the store, in ms.
+    pub persist_interval_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            timezone: "Asia/Shanghai".into(),
+            acw_secs: 10,
+            idle_after_rest: false,
+            persist_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[management]`: the seed 004 management API and the event stream's supervisor logins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Source networks allowed to call the management API; empty = loopback only.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Accepted clock difference for `timestamp`, in seconds.
+    pub timestamp_window_secs: u64,
+    /// Bound on remembered signatures (replay protection).
+    pub max_replay_entries: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    pub accounts: Vec<ApiAccountConfig>,
+    /// Open event-stream (WebSocket) connections in total.
+    pub max_stream_connections: usize,
+    /// Messages queued per event-stream connection before it is dropped as too slow.
+    pub stream_queue: usize,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            timestamp_window_secs: 300,
+            max_replay_entries: 100_000,
+            max_body_bytes: 65_536,
+            accounts: Vec::new(),
+            max_stream_connections: 10_000,
+            stream_queue: 256,
+        }
+    }
+}
+
+/// One `[[management.accounts]]` entry.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiAccountConfig {
+    pub account: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ApiAccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiAccountConfig")
+            .field("account", &self.account)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -297,7 +407,11 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         // TOML has no null: an empty path means "not set".
-        for p in [&mut cfg.sip.tls_cert, &mut cfg.sip.tls_key] {
+        for p in [
+            &mut cfg.sip.tls_cert,
+            &mut cfg.sip.tls_key,
+            &mut cfg.directory.key_file,
+        ] {
             if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 *p = None;
             }
@@ -431,7 +545,80 @@ impl Config {
         if g.max_tracked < 16 {
             return Err(invalid("sip.guard.max_tracked", "must be at least 16"));
         }
-        self.validate_extensions()
+        self.validate_extensions()?;
+        self.validate_presence()
+    }
+
+    fn validate_presence(&self) -> Result<(), ConfigError> {
+        crate::agents::directory::Ranges::parse(&self.directory.ranges)
+            .map_err(|e| invalid("directory.ranges", e.to_string()))?;
+        if self.directory.max_seats == 0 {
+            return Err(invalid("directory.max_seats", "must be at least 1"));
+        }
+        crate::agents::counters::DayClock::new(&self.presence.timezone)
+            .map_err(|e| invalid("presence.timezone", e.to_string()))?;
+        if self.presence.acw_secs > 86_400 {
+            return Err(invalid("presence.acw_secs", "must be at most 86400"));
+        }
+        if !(10..=60_000).contains(&self.presence.persist_interval_ms) {
+            return Err(invalid(
+                "presence.persist_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        let m = &self.management;
+        if !(1..=86_400).contains(&m.timestamp_window_secs) {
+            return Err(invalid(
+                "management.timestamp_window_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if m.max_replay_entries < 16 {
+            return Err(invalid("management.max_replay_entries", "must be at least 16"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&m.max_body_bytes) {
+            return Err(invalid(
+                "management.max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if m.max_stream_connections == 0 {
+            return Err(invalid("management.max_stream_connections", "must be at least 1"));
+        }
+        if !(8..=65_536).contains(&m.stream_queue) {
+            return Err(invalid("management.stream_queue", "must be between 8 and 65536"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in m.accounts.iter().enumerate() {
+            if a.account.is_empty() || a.account.len() > 64 {
+                return Err(invalid(
+                    format!("management.accounts[{i}].account"),
+                    "must be 1-64 characters",
+                ));
+            }
+            if !seen.insert(a.account.as_str()) {
+                return Err(invalid(
+                    format!("management.accounts[{i}].account"),
+                    format!("duplicate account {}", a.account),
+                ));
+            }
+            if a.secret.len() < 8 {
+                return Err(invalid(
+                    format!("management.accounts[{i}].secret"),
+                    "must be at least 8 characters",
+                ));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.agent_id.is_empty() || !ids.insert(a.agent_id.as_str()) {
+                return Err(invalid(
+                    format!("agents[{i}].agent_id"),
+                    "must be non-empty and unique",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_extensions(&self) -> Result<(), ConfigError> {
@@ -517,6 +704,14 @@ impl Config {
         self.sip.tls_cert.is_some()
             && self.sip.tls_key.is_some()
             && !(self.sip.tls.is_empty() && self.sip.wss.is_empty())
+    }
+
+    /// Where the directory key lives (see `agents::directory`).
+    pub fn directory_key_path(&self) -> PathBuf {
+        self.directory
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.state.dir.join("directory.key"))
     }
 
     pub fn db_path(&self) -> PathBuf {

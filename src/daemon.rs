@@ -22,6 +22,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
+use crate::agents::service::{load_or_create_key, AgentEventSink, AgentsService};
+use crate::api::mgmt::MgmtState;
+use crate::api::sign::{ApiAccount, Authenticator, SignConfig};
+use crate::api::stream::{Hub, StreamState};
 use crate::api::{self, ApiState};
 use crate::clock::Now;
 use crate::config::{Config, LogFormat};
@@ -272,9 +276,35 @@ pub async fn run(
         bindings_restored = kept,
         "store loaded"
     );
+    // The registrar now holds the only reference, so directory updates change the table in
+    // place instead of copying it.
+    drop(credentials);
     let mut endpoint = Endpoint::new(Guard::new(guard_config(&cfg)), registrar, limits(&cfg));
     endpoint.qualify.set_config(qualify_config(&cfg));
     let server = SipServer::new(endpoint, Arc::clone(&metrics));
+    let directory_key = load_or_create_key(&cfg.directory_key_path())?;
+    let agents = AgentsService::open(
+        &cfg,
+        directory_key,
+        Arc::clone(&server),
+        Arc::clone(&metrics),
+        now,
+    )
+    .context("opening the directory")?;
+    let hub = Arc::new(Hub::new(cfg.management.stream_queue, Arc::clone(&metrics)));
+    agents.add_sink(Arc::clone(&hub) as Arc<dyn AgentEventSink>);
+    let mgmt_state = Arc::new(MgmtState {
+        agents: Arc::clone(&agents),
+        auth: std::sync::Mutex::new(authenticator(&cfg)?),
+        metrics: Arc::clone(&metrics),
+        hub: Arc::clone(&hub),
+        max_body_bytes: cfg.management.max_body_bytes,
+    });
+    let stream_state = Arc::new(StreamState::new(
+        Arc::clone(&mgmt_state),
+        cfg.management.max_stream_connections,
+        cfg.management.stream_queue,
+    ));
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -290,11 +320,14 @@ pub async fn run(
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     bound.http = Some(http.local_addr()?);
     {
-        let router = api::router(Arc::clone(&api_state));
+        let router = api::router(Arc::clone(&api_state), mgmt_state.clone(), stream_state);
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(http, router)
-                .with_graceful_shutdown(async move { token.cancelled().await });
+            let serve = axum::serve(
+                http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "http server failed");
             }
@@ -380,6 +413,11 @@ pub async fn run(
     }
 
     tasks.spawn(Arc::clone(&server).run_sweeper(shutdown.clone()));
+    tasks.spawn(Arc::clone(&agents).run_registrations(shutdown.clone()));
+    tasks.spawn(Arc::clone(&agents).run_timers(shutdown.clone()));
+    // Presence is flushed by its own persister after the other tasks stop (see below).
+    let presence_stop = CancellationToken::new();
+    let presence_persister = tokio::spawn(Arc::clone(&agents).run_persister(presence_stop.clone()));
     // The persister has its own stop signal, given only after every task that can still
     // change bindings (and answer 200 for it) has finished.
     let persist_stop = CancellationToken::new();
@@ -400,7 +438,18 @@ pub async fn run(
     notify(sd_notify::NotifyState::Ready);
     tasks.spawn(watchdog(Arc::clone(&server), shutdown.clone()));
 
-    wait_for_signals(signals, &mut cfg, config_path.as_deref(), &server, &log).await;
+    wait_for_signals(
+        signals,
+        &mut cfg,
+        config_path.as_deref(),
+        &server,
+        &Reloadable {
+            agents: &agents,
+            mgmt: &mgmt_state,
+        },
+        &log,
+    )
+    .await;
 
     tracing::info!("shutting down");
     notify(sd_notify::NotifyState::Stopping);
@@ -414,7 +463,9 @@ pub async fn run(
     {
         tracing::warn!("some tasks did not stop within 10 s");
     }
-    // Only now can nothing produce binding changes: let the persister flush and stop.
+    // Only now can nothing produce binding or presence changes: let the persisters flush.
+    presence_stop.cancel();
+    let _ = presence_persister.await;
     persist_stop.cancel();
     tokio::task::spawn_blocking(move || persister.join())
         .await
@@ -488,11 +539,42 @@ impl Signals {
     }
 }
 
+/// Components outside the SIP core that take part in a reload.
+struct Reloadable<'a> {
+    agents: &'a Arc<AgentsService>,
+    mgmt: &'a Arc<MgmtState>,
+}
+
+fn authenticator(cfg: &Config) -> anyhow::Result<Authenticator> {
+    Ok(Authenticator::new(api_accounts(cfg)?, sign_config(cfg)))
+}
+
+fn api_accounts(cfg: &Config) -> anyhow::Result<Vec<ApiAccount>> {
+    cfg.management
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            ApiAccount::new(a.account.clone(), a.secret.as_str())
+                .map_err(|e| anyhow::anyhow!("management.accounts[{i}]: {e}"))
+        })
+        .collect()
+}
+
+fn sign_config(cfg: &Config) -> SignConfig {
+    SignConfig {
+        window_ms: cfg.management.timestamp_window_secs * 1000,
+        allow: cfg.management.allow.clone(),
+        max_replay_entries: cfg.management.max_replay_entries,
+    }
+}
+
 async fn wait_for_signals(
     signals: Signals,
     cfg: &mut Config,
     path: Option<&Path>,
     server: &Arc<SipServer>,
+    others: &Reloadable<'_>,
     log: &LogHandle,
 ) {
     let Signals {
@@ -506,7 +588,7 @@ async fn wait_for_signals(
             _ = int.recv() => return,
             _ = hup.recv() => {
                 notify(sd_notify::NotifyState::Reloading);
-                match reload(cfg, path, server, log).await {
+                match reload(cfg, path, server, others, log).await {
                     Ok(()) => tracing::info!("configuration reloaded"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; keeping the running configuration"),
                 }
@@ -530,6 +612,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         };
     }
     keep!(state.dir, "state.dir");
+    keep!(directory.key_file, "directory.key_file");
+    keep!(management.max_stream_connections, "management.max_stream_connections");
+    keep!(management.stream_queue, "management.stream_queue");
+    keep!(management.max_body_bytes, "management.max_body_bytes");
     keep!(http.listen, "http.listen");
     keep!(http.max_connections, "http.max_connections");
     keep!(sip.udp, "sip.udp");
@@ -557,6 +643,7 @@ async fn reload(
     cfg: &mut Config,
     path: Option<&Path>,
     server: &Arc<SipServer>,
+    others: &Reloadable<'_>,
     log: &LogHandle,
 ) -> anyhow::Result<()> {
     let Some(path) = path else {
@@ -566,6 +653,7 @@ async fn reload(
     let mut new = new;
     keep_restart_only_settings(cfg, &mut new);
     let digest = digest_config(&new)?;
+    let accounts = api_accounts(&new)?;
     let db = new.db_path();
     let new_for_seed = new.clone();
     let table = tokio::task::spawn_blocking(move || -> anyhow::Result<CredentialTable> {
@@ -584,6 +672,12 @@ async fn reload(
     });
     server.set_limits(limits(&new));
     server.publish(changes);
+    others.agents.reload(&new, Now::system())?;
+    {
+        let mut auth = others.mgmt.auth.lock().unwrap_or_else(|e| e.into_inner());
+        auth.set_accounts(accounts);
+        auth.set_config(sign_config(&new));
+    }
     new.extensions = Vec::new();
     *cfg = new;
     release_freed_memory();

@@ -39,6 +39,10 @@
 //!   answering" (§3.2 L8424).
 //! - **An unanswered offer** (`CallEnded` while reserved) returns to idle without after-call
 //!   work: there was no conversation to wrap up.
+//! - **A not-ready agent can still be in a call.** Agents dial out by hand while busy, and a
+//!   direct call to an extension rings whatever the agent's state; so a call is accepted while
+//!   idle or not ready. A call that began while not ready ends (after its after-call work) back in
+//!   the same not-ready reason, never in idle: being busy was the agent's choice.
 //! - **Time never runs backwards inside the machine:** a `now_ms` earlier than the current
 //!   state's start is treated as that start (a wall-clock step must not produce negative
 //!   durations or wedge the agent).
@@ -72,6 +76,9 @@ impl NotReadyReason {
     pub const REST_ENDED: Self = Self(4);
     /// The agent's extension is not registered.
     pub const EXTENSION_OFFLINE: Self = Self(5);
+    /// The daemon restarted while the agent was in a call; nobody knows how the call went, so
+    /// the agent is not offered work until it says it is ready.
+    pub const INTERRUPTED: Self = Self(6);
 }
 
 /// Why an agent is resting (Huawei's rest cause, 0-255, §3.2 L7929).
@@ -146,6 +153,10 @@ pub enum AgentInput {
     SignIn,
     /// The agent signs out (API). Refused during a call.
     SignOut,
+    /// An administrator takes the extension away (disabled, or its project finished): the agent
+    /// is signed out whatever it was doing, calls included. The call itself is the
+    /// softswitch's business; presence just stops attributing it to the agent.
+    ForceSignOut,
     /// The agent asks to be ready (API; also ends rest or after-call work).
     SetIdle,
     /// The agent asks to be not ready (API; with a reason, which may change while not ready).
@@ -162,7 +173,8 @@ pub enum AgentInput {
     },
     /// The agent ends a break early (API).
     EndRest,
-    /// The ACD or the dialer offers a call; only accepted while idle.
+    /// A call reaches the agent: the ACD or the dialer offers one (only while idle), or the agent
+    /// dials out or is dialled directly (idle or not ready).
     CallOffered {
         /// The offered call.
         call_id: CallId,
@@ -216,6 +228,17 @@ pub struct Transition {
     pub call_id: Option<CallId>,
 }
 
+/// What survives a restart of the daemon (persisted by the presence shell).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSnapshot {
+    pub state: AgentState,
+    pub since_ms: u64,
+    pub signin_session: Option<u64>,
+    pub last_session: u64,
+    #[serde(default)]
+    pub resume: Option<NotReadyReason>,
+}
+
 /// Why an input was refused. The machine is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
@@ -258,6 +281,8 @@ pub struct AgentMachine {
     /// The last session id handed out, so ids stay unique even for two sign-ins in one ms.
     last_session: u64,
     current_call: Option<CallId>,
+    /// The not-ready reason to return to after the current call, when it began while not ready.
+    resume: Option<NotReadyReason>,
     cfg: AgentConfig,
 }
 
@@ -271,8 +296,65 @@ impl AgentMachine {
             signin_session: None,
             last_session: 0,
             current_call: None,
+            resume: None,
             cfg,
         }
+    }
+
+    /// What to persist so that [`AgentMachine::restore`] can rebuild this machine.
+    pub fn snapshot(&self) -> AgentSnapshot {
+        AgentSnapshot {
+            state: self.state.clone(),
+            since_ms: self.since_ms,
+            signin_session: self.signin_session,
+            last_session: self.last_session,
+            resume: self.resume,
+        }
+    }
+
+    /// Rebuilds a machine after a restart, at `now_ms`, knowing whether the extension is
+    /// registered now.
+    ///
+    /// A call state cannot be trusted (the call may have ended while the daemon was down, and
+    /// the softswitch adapter resynchronizes calls separately), so it becomes
+    /// `NotReady(INTERRUPTED)` from now. Idle without a registration becomes
+    /// `NotReady(EXTENSION_OFFLINE)`. A snapshot that breaks an invariant (a signed-out state
+    /// with a session, say, from a damaged row) is repaired the same conservative way.
+    pub fn restore(cfg: AgentConfig, snap: AgentSnapshot, registered: bool, now_ms: u64) -> Self {
+        let mut m = Self {
+            state: snap.state,
+            since_ms: snap.since_ms.min(now_ms),
+            registered,
+            signin_session: snap.signin_session,
+            last_session: snap.last_session.max(snap.signin_session.unwrap_or(0)),
+            current_call: None,
+            resume: snap.resume,
+            cfg,
+        };
+        let signed_out = m.state == AgentState::SignedOut;
+        if signed_out != m.signin_session.is_none() {
+            m.state = AgentState::SignedOut;
+            m.signin_session = None;
+            m.resume = None;
+            m.since_ms = now_ms;
+        } else if m.state.in_call() {
+            m.state = not_ready(NotReadyReason::INTERRUPTED);
+            m.resume = None;
+            m.since_ms = now_ms;
+        } else if m.state == AgentState::Idle && !registered {
+            m.state = not_ready(NotReadyReason::EXTENSION_OFFLINE);
+            m.since_ms = now_ms;
+        }
+        if !matches!(m.state, AgentState::AfterCallWork { .. }) {
+            m.resume = None;
+        }
+        if let Some(deadline) = m.next_deadline() {
+            if deadline < m.since_ms {
+                m.since_ms = deadline;
+            }
+        }
+        debug_assert_eq!(m.invariant_violation(), None);
+        m
     }
 
     /// The current state.
@@ -374,6 +456,15 @@ impl AgentMachine {
                 }
                 _ => Err(self.refuse("sign out")),
             },
+            AgentInput::ForceSignOut => {
+                if self.state == AgentState::SignedOut {
+                    return Ok(None);
+                }
+                let t = self.go(AgentState::SignedOut, now);
+                self.signin_session = None;
+                self.current_call = None;
+                Ok(Some(t))
+            }
             AgentInput::SetIdle => match self.state {
                 AgentState::Idle => Ok(None),
                 AgentState::NotReady { .. }
@@ -427,6 +518,12 @@ impl AgentMachine {
                     self.current_call = Some(call_id);
                     Ok(Some(self.go(AgentState::Reserved, now)))
                 }
+                AgentState::NotReady { reason } => {
+                    self.current_call = Some(call_id);
+                    let t = self.go(AgentState::Reserved, now);
+                    self.resume = Some(reason);
+                    Ok(Some(t))
+                }
                 _ => Err(self.refuse("offer a call")),
             },
             AgentInput::CallAnswered { call_id } => match self.state {
@@ -452,7 +549,7 @@ impl AgentMachine {
                             until_ms: now.saturating_add(self.cfg.acw_ms),
                         }
                     } else {
-                        self.auto_idle()
+                        self.after_call()
                     };
                     let t = self.go(next, now);
                     self.current_call = None;
@@ -466,6 +563,7 @@ impl AgentMachine {
                         AgentState::Rest { .. } if !self.cfg.idle_after_rest => {
                             not_ready(NotReadyReason::REST_ENDED)
                         }
+                        AgentState::AfterCallWork { .. } => self.after_call(),
                         _ => self.auto_idle(),
                     };
                     Ok(Some(self.go(next, now)))
@@ -481,6 +579,15 @@ impl AgentMachine {
             AgentState::Idle
         } else {
             not_ready(NotReadyReason::EXTENSION_OFFLINE)
+        }
+    }
+
+    /// Where a finished call (or its after-call work) leads: back to the agent's not-ready
+    /// reason if the call began while not ready, else as [`Self::auto_idle`].
+    fn after_call(&self) -> AgentState {
+        match self.resume {
+            Some(reason) => not_ready(reason),
+            None => self.auto_idle(),
         }
     }
 
@@ -507,6 +614,10 @@ impl AgentMachine {
     /// current call and session afterwards, so the transition names the call and session
     /// that were in effect.
     fn go(&mut self, to: AgentState, now: u64) -> Transition {
+        if !(to.in_call() || matches!(to, AgentState::AfterCallWork { .. })) {
+            // The call and its wrap-up are over (or were cut short): nothing to resume.
+            self.resume = None;
+        }
         let from = std::mem::replace(&mut self.state, to.clone());
         let from_since_ms = std::mem::replace(&mut self.since_ms, now);
         Transition {
@@ -531,6 +642,11 @@ impl AgentMachine {
         }
         if (self.state == AgentState::SignedOut) != self.signin_session.is_none() {
             return Some("a sign-in session exists exactly while signed in");
+        }
+        if self.resume.is_some()
+            && !(self.state.in_call() || matches!(self.state, AgentState::AfterCallWork { .. }))
+        {
+            return Some("a not-ready reason to resume outside a call");
         }
         if let Some(deadline) = self.next_deadline() {
             if deadline < self.since_ms {
@@ -855,9 +971,16 @@ mod tests {
                 "cannot go idle: the extension is not registered",
             ),
             (
-                vec![I::RegistrationUp, I::SignIn],
+                vec![
+                    I::RegistrationUp,
+                    I::SignIn,
+                    I::StartRest {
+                        reason: RestReason(1),
+                        duration_ms: None,
+                    },
+                ],
                 I::CallOffered { call_id: call("c") },
-                "cannot offer a call while not ready",
+                "cannot offer a call while resting",
             ),
             (
                 offered(),
@@ -1002,6 +1125,54 @@ mod tests {
             .unwrap();
         assert_eq!((t.from, t.to), (AgentState::Talking, AgentState::Idle));
         assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_call_taken_while_not_ready_returns_to_the_same_reason() {
+        let busy = NotReadyReason(210);
+        for acw_ms in [0, 5_000] {
+            let mut m = at(
+                &[
+                    I::RegistrationUp,
+                    I::SignIn,
+                    I::SetBusy { reason: busy },
+                    I::CallOffered { call_id: call("c") },
+                    I::CallAnswered { call_id: call("c") },
+                    I::CallEnded { call_id: call("c") },
+                ],
+                acw_ms,
+            );
+            if acw_ms > 0 {
+                assert!(matches!(m.state(), AgentState::AfterCallWork { .. }));
+                m.handle(I::Tick, 1_000 + acw_ms).unwrap();
+            }
+            assert_eq!(m.state(), &not_ready(busy), "acw {acw_ms}");
+            assert_eq!(m.invariant_violation(), None);
+        }
+        // Unanswered, and an idle agent's call still returns to idle.
+        let m = at(
+            &[
+                I::RegistrationUp,
+                I::SignIn,
+                I::SetBusy { reason: busy },
+                I::CallOffered { call_id: call("c") },
+                I::CallEnded { call_id: call("c") },
+            ],
+            0,
+        );
+        assert_eq!(m.state(), &not_ready(busy));
+        let m = at(
+            &with(
+                idle(),
+                &[
+                    I::CallOffered { call_id: call("c") },
+                    I::CallAnswered { call_id: call("c") },
+                    I::CallEnded { call_id: call("c") },
+                ],
+            ),
+            0,
+        );
+        assert_eq!(m.state(), &AgentState::Idle);
     }
 
     #[test]
@@ -1258,6 +1429,7 @@ mod tests {
                 Just(I::RegistrationDown),
                 Just(I::SignIn),
                 Just(I::SignOut),
+                Just(I::ForceSignOut),
                 Just(I::SetIdle),
                 (0u16..3).prop_map(|r| I::SetBusy {
                     reason: NotReadyReason(r)
@@ -1314,6 +1486,13 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(accounted + (now - m.since_ms()), now - start);
+                // A restart restores every state outside a call exactly, and never builds an
+                // impossible machine.
+                let r = AgentMachine::restore(m.config().clone(), m.snapshot(), m.registered(), now);
+                prop_assert_eq!(r.invariant_violation(), None);
+                if !m.state().in_call() {
+                    prop_assert_eq!(&r, &m);
+                }
             }
         }
     }

@@ -49,6 +49,24 @@ impl Credential {
         .expect("freshly computed digests are valid hex")
     }
 
+    /// Whether `password` is this extension's password, judged by the strongest HA1 held and
+    /// compared in constant time (used where a client proves itself with the SIP password,
+    /// such as an agent desktop logging in to the event stream).
+    pub fn password_matches(&self, user: &str, realm: &str, password: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let alg = if self.sha256.is_some() {
+            Algorithm::Sha256
+        } else if self.sha512_256.is_some() {
+            Algorithm::Sha512_256
+        } else {
+            Algorithm::Md5
+        };
+        match (self.ha1_hex(alg), Some(ha1_hex(alg, user, realm, password))) {
+            (Some(have), Some(got)) => bool::from(have.as_bytes().ct_eq(got.as_bytes())),
+            _ => false,
+        }
+    }
+
     /// From hex HA1 values as stored or configured (either case).
     pub fn from_hex(
         md5: Option<&str>,

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::clock::Now;
-use crate::sip::credentials::CredentialTable;
+use crate::sip::credentials::{Credential, CredentialTable};
 use crate::sip::digest::{Algorithm, AuthOutcome, DigestCredentials, RejectReason, Verifier};
 use crate::sip::header::{parse_contacts, parse_expires, CSeq, ContactValue, NameAddr};
 use crate::sip::location::{ApplyError, Binding, Changes, ContactUpdate, Flow, Location};
@@ -111,6 +111,38 @@ impl Registrar {
             changes.append(c);
         }
         self.credentials = creds;
+        changes
+    }
+
+    /// Adds, replaces or (with `None`) removes individual credentials, as the directory
+    /// allocates, disables and frees extensions. Bindings of extensions that end up disabled or
+    /// gone are removed, exactly as [`Registrar::set_credentials`] does for a whole table.
+    pub fn update_credentials(
+        &mut self,
+        updates: impl IntoIterator<Item = (String, Option<Credential>)>,
+    ) -> Changes {
+        let table = Arc::make_mut(&mut self.credentials);
+        let mut touched = Vec::new();
+        for (user, c) in updates {
+            match c {
+                Some(c) => {
+                    table.insert(user.clone(), c);
+                }
+                None => {
+                    table.remove(&user);
+                }
+            }
+            touched.push(user);
+        }
+        let mut changes = Changes::default();
+        for user in touched {
+            if !self.credentials.get(&user).is_some_and(|c| c.enabled) {
+                changes.append(
+                    self.location
+                        .remove_aor(&user, crate::events::RegistrationChange::Administrative),
+                );
+            }
+        }
         changes
     }
 

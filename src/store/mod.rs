@@ -13,6 +13,9 @@ use crate::sip::credentials::{Credential, CredentialTable};
 use crate::sip::digest::Algorithm;
 use crate::sip::location::{Binding, ConnectionId, Flow, Persist, Transport};
 
+mod directory;
+pub use directory::PresenceRow;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sqlite: {0}")]
@@ -63,6 +66,45 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (
         key    TEXT PRIMARY KEY,
         value  BLOB NOT NULL
+    );
+    "#,
+    // 2: the directory (projects, their extensions, agents, skill groups, access numbers) and
+    // persisted presence (agent state and today's counters), so a restart zeroes nothing.
+    r#"
+    CREATE TABLE projects (
+        code        TEXT PRIMARY KEY,
+        seats       INTEGER NOT NULL,
+        generation  INTEGER NOT NULL,
+        cert_hash   BLOB NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL
+    );
+    ALTER TABLE extensions ADD COLUMN project TEXT REFERENCES projects (code);
+    ALTER TABLE extensions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE extensions ADD COLUMN claimed INTEGER;
+    ALTER TABLE extensions ADD COLUMN agent_id TEXT;
+    ALTER TABLE extensions ADD COLUMN telephone_type TEXT NOT NULL DEFAULT '01';
+    CREATE INDEX extensions_project ON extensions (project);
+    CREATE TABLE agents (
+        agent_id    TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        origin      TEXT NOT NULL DEFAULT 'config',
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE TABLE skill_groups (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        origin      TEXT NOT NULL DEFAULT 'config'
+    );
+    CREATE TABLE access_numbers (
+        access_num  TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        origin      TEXT NOT NULL DEFAULT 'config'
+    );
+    CREATE TABLE presence (
+        extension   TEXT PRIMARY KEY,
+        machine     TEXT NOT NULL,
+        counters    TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
     );
     "#,
 ];

@@ -1,5 +1,13 @@
-//! The HTTP listener: `/metrics`, `/healthz`, `/readyz`. Later issues add the management, grid
-//! and event-stream routes to the same router.
+//! The HTTP listener: `/metrics`, `/healthz`, `/readyz`, seed 004's management routes
+//! ([`mgmt`], authenticated by [`sign`]) and the STOMP event stream ([`stream`], over
+//! WebSocket or SockJS, framed by [`stomp`] and [`sockjs`]). The grid's query routes join
+//! the same router in the forwarding issue.
+
+pub mod mgmt;
+pub mod sign;
+pub mod sockjs;
+pub mod stomp;
+pub mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,12 +27,23 @@ pub struct ApiState {
     pub ready: AtomicBool,
 }
 
-pub fn router(state: Arc<ApiState>) -> Router {
+/// The whole HTTP surface. Unknown paths get seed 004's JSON envelope with 404, never an
+/// empty or HTML body.
+pub fn router(
+    state: Arc<ApiState>,
+    mgmt_state: Arc<mgmt::MgmtState>,
+    stream_state: Arc<stream::StreamState>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .merge(mgmt::routes(mgmt_state))
+        .merge(stream::routes(stream_state))
+        .fallback(|uri: axum::http::Uri| async move {
+            mgmt::error_body(StatusCode::NOT_FOUND, &format!("no route {}", uri.path()))
+        })
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
