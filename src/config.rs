@@ -574,7 +574,10 @@ impl Config {
             ));
         }
         if m.max_replay_entries < 16 {
-            return Err(invalid("management.max_replay_entries", "must be at least 16"));
+            return Err(invalid(
+                "management.max_replay_entries",
+                "must be at least 16",
+            ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&m.max_body_bytes) {
             return Err(invalid(
@@ -583,10 +586,16 @@ impl Config {
             ));
         }
         if m.max_stream_connections == 0 {
-            return Err(invalid("management.max_stream_connections", "must be at least 1"));
+            return Err(invalid(
+                "management.max_stream_connections",
+                "must be at least 1",
+            ));
         }
         if !(8..=65_536).contains(&m.stream_queue) {
-            return Err(invalid("management.stream_queue", "must be between 8 and 65536"));
+            return Err(invalid(
+                "management.stream_queue",
+                "must be between 8 and 65536",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in m.accounts.iter().enumerate() {

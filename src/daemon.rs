@@ -613,7 +613,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     }
     keep!(state.dir, "state.dir");
     keep!(directory.key_file, "directory.key_file");
-    keep!(management.max_stream_connections, "management.max_stream_connections");
+    keep!(
+        management.max_stream_connections,
+        "management.max_stream_connections"
+    );
     keep!(management.stream_queue, "management.stream_queue");
     keep!(management.max_body_bytes, "management.max_body_bytes");
     keep!(http.listen, "http.listen");

@@ -28,7 +28,9 @@ pub const MAX_EXTENSION_DIGITS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
-    #[error("projectCode must be 1-{MAX_PROJECT_CODE} characters of A-Z, a-z, 0-9, '-', '_' or '.'")]
+    #[error(
+        "projectCode must be 1-{MAX_PROJECT_CODE} characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+    )]
     BadProjectCode,
     #[error("username must be 1-{MAX_EXTENSION_DIGITS} digits")]
     BadExtension,
@@ -457,7 +459,10 @@ mod tests {
         }
         assert!(ExtensionNumber::parse("8000").is_ok());
         for bad in ["", "80a0", "+8000", &"1".repeat(17)] {
-            assert_eq!(ExtensionNumber::parse(bad), Err(DirectoryError::BadExtension));
+            assert_eq!(
+                ExtensionNumber::parse(bad),
+                Err(DirectoryError::BadExtension)
+            );
         }
         let c = Certificate::parse("2a5e4fe00e3839c10cbba45687811342").unwrap();
         assert_eq!(c.as_str(), "2A5E4FE00E3839C10CBBA45687811342");
@@ -473,7 +478,10 @@ mod tests {
         assert!(!r.contains("101") && !r.contains("8010") && !r.contains("08005"));
         for bad in ["8000", "9-1", "a-b", "80-8000000000000000000", "0100-99"] {
             assert!(
-                matches!(Ranges::parse(&[bad.into()]), Err(DirectoryError::BadRange(_))),
+                matches!(
+                    Ranges::parse(&[bad.into()]),
+                    Err(DirectoryError::BadRange(_))
+                ),
                 "{bad}"
             );
         }

@@ -444,7 +444,9 @@ impl Presence {
     pub fn next_deadline(&self) -> u64 {
         self.deadlines
             .first()
-            .map_or(self.next_midnight_ms, |(d, _)| (*d).min(self.next_midnight_ms))
+            .map_or(self.next_midnight_ms, |(d, _)| {
+                (*d).min(self.next_midnight_ms)
+            })
     }
 
     /// Fires every timer due at `now_ms`, and rolls the counters over at local midnight.
@@ -516,7 +518,9 @@ impl Presence {
                 extension: extension.to_owned(),
                 source,
             })?;
-        self.dirty.insert(extension.to_owned());
+        if !self.dirty.contains(extension) {
+            self.dirty.insert(extension.to_owned());
+        }
         let Some(t) = t else {
             return Ok(Vec::new());
         };

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::counters::{DailyCounters, DayClock};
 use super::directory::{
-    new_generation, Certificate, DirectoryError, DirectoryKey, Extension, ExtensionNumber,
-    Project, ProjectCode, Ranges, Role, TelephoneType,
+    new_generation, Certificate, DirectoryError, DirectoryKey, Extension, ExtensionNumber, Project,
+    ProjectCode, Ranges, Role, TelephoneType,
 };
 use super::presence::{
     AgentEvent, AgentEventKind, CallInfo, Command, Presence, PresenceError, SeatSnapshot,
@@ -339,11 +339,8 @@ impl AgentsService {
     }
 
     fn realm_and_online(&self, user: &str, now: Now) -> bool {
-        self.sip.with_endpoint(|ep| {
-            ep.registrar
-                .location()
-                .is_online(user, now.unix_secs())
-        })
+        self.sip
+            .with_endpoint(|ep| ep.registrar.location().is_online(user, now.unix_secs()))
     }
 
     // ---- seed 004 management operations -------------------------------------------------
@@ -418,7 +415,14 @@ impl AgentsService {
         {
             let mut p = lock(&self.presence);
             for (e, c) in exts {
-                p.add_seat(e.number.as_str(), Some(code.clone()), None, false, None, now.unix_ms);
+                p.add_seat(
+                    e.number.as_str(),
+                    Some(code.clone()),
+                    None,
+                    false,
+                    None,
+                    now.unix_ms,
+                );
                 creds.push((e.number.as_str().to_owned(), Some(c)));
                 dir.extensions.insert(e.number.as_str().to_owned(), e);
             }
@@ -474,7 +478,9 @@ impl AgentsService {
                     .get(u.as_str())
                     .filter(|e| e.project.as_ref() == Some(&code))
                     .ok_or_else(|| {
-                        OpError::NotFound(format!("extension {u} does not belong to project {code}"))
+                        OpError::NotFound(format!(
+                            "extension {u} does not belong to project {code}"
+                        ))
                     })?;
                 e.number.clone()
             }
@@ -655,8 +661,11 @@ impl AgentsService {
         if let Some(x) = dir.extensions.get_mut(user.as_str()) {
             x.enabled = enabled;
         }
-        let mut cred =
-            Credential::from_password(user.as_str(), &realm, &self.key.password(user, e.generation));
+        let mut cred = Credential::from_password(
+            user.as_str(),
+            &realm,
+            &self.key.password(user, e.generation),
+        );
         cred.enabled = enabled;
         let events = if enabled {
             Vec::new()
@@ -760,7 +769,14 @@ impl AgentsService {
             p.seats += 1;
         }
         dir.extensions.insert(user.as_str().to_owned(), e);
-        lock(&self.presence).add_seat(user.as_str(), Some(code.clone()), None, false, None, now.unix_ms);
+        lock(&self.presence).add_seat(
+            user.as_str(),
+            Some(code.clone()),
+            None,
+            false,
+            None,
+            now.unix_ms,
+        );
         drop(dir);
         let changes = self.sip.with_endpoint(|ep| {
             ep.registrar
@@ -858,7 +874,8 @@ impl AgentsService {
                 Ok(e) => {
                     let ip: Option<IpAddr> = Some(e.source.ip());
                     let now = Now::system();
-                    let events = lock(&self.presence).registration(&e.aor, e.online, ip, now.unix_ms);
+                    let events =
+                        lock(&self.presence).registration(&e.aor, e.online, ip, now.unix_ms);
                     self.publish(events);
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -872,7 +889,8 @@ impl AgentsService {
 
     fn resync_registrations(&self) {
         let now = Now::system();
-        let users: Vec<String> = self.with_presence(|p| p.seats().map(|(u, _)| u.to_owned()).collect());
+        let users: Vec<String> =
+            self.with_presence(|p| p.seats().map(|(u, _)| u.to_owned()).collect());
         let online: Vec<bool> = self.sip.with_endpoint(|ep| {
             users
                 .iter()

@@ -217,9 +217,7 @@ impl Params {
 
     fn optional_username(&self) -> Result<Option<ExtensionNumber>, ApiError> {
         self.get("username")
-            .map(|u| {
-                ExtensionNumber::parse(u).map_err(|e| ApiError::bad(format!("username: {e}")))
-            })
+            .map(|u| ExtensionNumber::parse(u).map_err(|e| ApiError::bad(format!("username: {e}"))))
             .transpose()
     }
 
@@ -352,12 +350,7 @@ fn status_json(s: &ExtensionStatus) -> Value {
     })
 }
 
-fn execute(
-    route: Route,
-    agents: &AgentsService,
-    hub: &Hub,
-    p: &Params,
-) -> Result<Value, ApiError> {
+fn execute(route: Route, agents: &AgentsService, hub: &Hub, p: &Params) -> Result<Value, ApiError> {
     let now = Now::system();
     match route {
         Route::CreateProject => {
@@ -366,7 +359,9 @@ fn execute(
             let seats = u32::try_from(seats)
                 .ok()
                 .filter(|s| *s > 0)
-                .ok_or_else(|| ApiError::bad(format!("seats must be a positive integer, got {seats}")))?;
+                .ok_or_else(|| {
+                    ApiError::bad(format!("seats must be a positive integer, got {seats}"))
+                })?;
             let c = agents.create_project(&code, seats, now)?;
             Ok(ok(Some(json!({
                 "certificate": c.certificate.as_str(),
@@ -380,7 +375,9 @@ fn execute(
             let user = p.optional_username()?;
             let t = p.int("type")?;
             let role = Role::from_code(t).ok_or_else(|| {
-                ApiError::bad(format!("type must be 2 (agent) or 3 (project manager), got {t}"))
+                ApiError::bad(format!(
+                    "type must be 2 (agent) or 3 (project manager), got {t}"
+                ))
             })?;
             let l = agents.by_certificate(&cert, user.as_ref(), role)?;
             Ok(ok(Some(json!({
@@ -394,7 +391,9 @@ fn execute(
         Route::GetExtentionByProject => {
             let code = p.project()?;
             let list = agents.project_status(&code, now)?;
-            Ok(ok(Some(Value::Array(list.iter().map(status_json).collect()))))
+            Ok(ok(Some(Value::Array(
+                list.iter().map(status_json).collect(),
+            ))))
         }
         Route::SetWorkStatus => {
             let w = work_status(p, &[0, 1])?;
@@ -419,7 +418,9 @@ fn execute(
             let w = work_status(p, &[-1, 0])?;
             let user = p.username()?;
             agents.set_extension_enabled(&user, w == 0, now)?;
-            Ok(ok(Some(json!({ "username": user.as_str(), "workStatus": w }))))
+            Ok(ok(Some(
+                json!({ "username": user.as_str(), "workStatus": w }),
+            )))
         }
         Route::FinishProject => {
             let code = p.project()?;

@@ -3,8 +3,9 @@
 //! sockjs-client first GETs `{base}/info`, then opens a WebSocket at
 //! `{base}/{server_id}/{session_id}/websocket`. On that socket the server speaks SockJS frames
 //! (`o`, `h`, `a[...]`, `c[...]`) and the client sends JSON arrays of strings; each string is
-//! a chunk of the STOMP stream (see `stomp`). The HTTP-polling fallbacks are not offered: the
-//! info response says `"websocket":true`, and every browser the desktops run has WebSocket.
+//! a chunk of the STOMP stream (see `stomp`). Only the WebSocket transport is modelled: the
+//! HTTP streaming and polling fallbacks exist for browsers without WebSocket, which the agent
+//! desktops do not run.
 //!
 //! Reference: sockjs-protocol 0.3.3.
 

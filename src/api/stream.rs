@@ -36,7 +36,7 @@ use super::sockjs;
 use super::stomp::{self, Command as StompCommand, Decoded, Decoder, Frame};
 use crate::agents::directory::{ExtensionNumber, ProjectCode};
 use crate::agents::presence::{AgentEvent, AgentEventKind};
-use crate::agents::service::{AgentEventSink, AgentsService, AgentIdentity};
+use crate::agents::service::{AgentEventSink, AgentIdentity, AgentsService};
 use crate::agents::state::{seed004_status, AgentState};
 use crate::clock::Now;
 use crate::events::CallDirection;
@@ -45,30 +45,102 @@ use crate::metrics::Metrics;
 /// One message for a topic, serialized once and shared by every subscriber.
 #[derive(Debug)]
 pub struct Outgoing {
-    pub destination: String,
+    /// Shared with the hub's topic table: no copy per message.
+    pub destination: Arc<str>,
     pub body: String,
 }
 
 pub struct Hub {
-    topics: RwLock<HashMap<String, broadcast::Sender<Arc<Outgoing>>>>,
+    topics: RwLock<HashMap<Arc<str>, broadcast::Sender<Arc<Outgoing>>>>,
     capacity: usize,
-    metrics: Arc<Metrics>,
+    /// `gridedge_stream_messages_total{direction="out",kind}` per kind, resolved once so
+    /// publishing is an atomic add rather than a label lookup.
+    sent: HashMap<&'static str, prometheus::IntCounter>,
+}
+
+const TOPIC_KINDS: [&str; 11] = [
+    "register",
+    "status",
+    "call",
+    "invite",
+    "bye",
+    "notify",
+    "task",
+    "callExtStatus",
+    "callTaskStatus",
+    "transfer",
+    "other",
+];
+
+/// `/topic/register` and `/topic/status` bodies. "sessionSatus" is seed 004's spelling on
+/// these two topics (004:L1019, L1075); the correct spelling rides along for clients written
+/// against callExtStatus.
+#[derive(serde::Serialize)]
+struct StatusBody {
+    status: u8,
+    #[serde(rename = "workStatus")]
+    work_status: i8,
+    #[serde(rename = "sessionSatus")]
+    session_satus: u8,
+    #[serde(rename = "sessionStatus")]
+    session_status: u8,
+}
+
+/// `/topic/callExtStatus/{projectCode}` (004:L1166-L1178).
+#[derive(serde::Serialize)]
+struct ExtStatusBody<'a> {
+    #[serde(rename = "workStatus")]
+    work_status: i8,
+    #[serde(rename = "sessionStatus")]
+    session_status: u8,
+    status: u8,
+    username: &'a str,
+    #[serde(rename = "destinationNumber")]
+    destination_number: &'a str,
+    #[serde(rename = "destinationUUID")]
+    destination_uuid: &'a str,
+}
+
+/// `/topic/call`, `/topic/invite`, `/topic/bye` (004:L1046-L1092).
+#[derive(serde::Serialize)]
+struct CallBody<'a> {
+    #[serde(rename = "callId")]
+    call_id: &'a str,
+    #[serde(rename = "callTaskCode")]
+    call_task_code: &'a str,
+    #[serde(rename = "telNo")]
+    tel_no: &'a str,
 }
 
 impl Hub {
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        let sent = TOPIC_KINDS
+            .iter()
+            .map(|k| (*k, metrics.stream_messages.with_label_values(&["out", k])))
+            .collect();
         Self {
             topics: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
-            metrics,
+            sent,
         }
     }
 
     pub fn subscribe(&self, topic: &str) -> broadcast::Receiver<Arc<Outgoing>> {
         let mut t = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        t.entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
-            .subscribe()
+        if let Some(tx) = t.get(topic) {
+            return tx.subscribe();
+        }
+        // A project topic carries every seat's changes; a seat's own topic carries a handful
+        // a minute. Sizing them alike would cost every agent desktop the project's buffer
+        // (and, at 10,000 seats, hundreds of megabytes of mostly idle slots).
+        let capacity = if is_project_topic(topic) {
+            self.capacity
+        } else {
+            PER_SEAT_TOPIC_CAPACITY.min(self.capacity)
+        };
+        let (tx, rx) = broadcast::channel(capacity);
+        t.insert(Arc::from(topic), tx);
+        rx
     }
 
     /// Forgets topics whose last subscriber has gone.
@@ -83,20 +155,42 @@ impl Hub {
 
     /// Publishes to `topic`, building the body only if someone listens.
     pub fn publish(&self, topic: &str, body: impl FnOnce() -> serde_json::Value) {
+        self.publish_text(topic, || body().to_string());
+    }
+
+    /// Like [`Hub::publish`], with the body already rendered as JSON text.
+    pub fn publish_text(&self, topic: &str, body: impl FnOnce() -> String) {
         let t = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = t.get(topic) {
+        if let Some((name, tx)) = t.get_key_value(topic) {
             if tx.receiver_count() > 0 {
                 let msg = Arc::new(Outgoing {
-                    destination: topic.to_owned(),
-                    body: body().to_string(),
+                    destination: Arc::clone(name),
+                    body: body(),
                 });
                 let _ = tx.send(msg);
-                self.metrics
-                    .stream_messages
-                    .with_label_values(&["out", topic_kind(topic)])
-                    .inc();
+                if let Some(c) = self.sent.get(topic_kind(topic)) {
+                    c.inc();
+                }
             }
         }
+    }
+
+    fn publish_json<T: serde::Serialize>(&self, topic: &str, body: impl FnOnce() -> T) {
+        self.publish_text(topic, || {
+            serde_json::to_string(&body()).unwrap_or_else(|_| "{}".to_owned())
+        });
+    }
+
+    /// [`Hub::publish_json`] to the topic `prefix` + `name`, formatted in a reused buffer: most
+    /// topics have no subscriber, and finding that out should not allocate.
+    fn publish_to<T: serde::Serialize>(&self, prefix: &str, name: &str, body: impl FnOnce() -> T) {
+        TOPIC_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            b.push_str(prefix);
+            b.push_str(name);
+            self.publish_json(&b, body);
+        });
     }
 
     /// `/topic/notify/{projectCode}/{username}`: `content` is a string (004:L1098-L1104).
@@ -116,6 +210,20 @@ impl Hub {
         .to_string();
         self.notify(project, user, &content);
     }
+}
+
+/// Messages a seat's own topic holds for a subscriber that has not caught up yet.
+const PER_SEAT_TOPIC_CAPACITY: usize = 16;
+
+fn is_project_topic(topic: &str) -> bool {
+    matches!(
+        topic_kind(topic),
+        "callExtStatus" | "callTaskStatus" | "task"
+    )
+}
+
+thread_local! {
+    static TOPIC_BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 fn topic_kind(topic: &str) -> &'static str {
@@ -144,55 +252,48 @@ impl AgentEventSink for Hub {
         for e in events {
             let ext = &e.extension;
             let s = seed004_status(&e.state, e.registered);
-            // "sessionSatus" is seed 004's spelling on these two topics (004:L1019, L1075);
-            // the correct spelling rides along for clients written against callExtStatus.
-            let status_body = || {
-                json!({
-                    "status": s.status,
-                    "workStatus": s.work_status,
-                    "sessionSatus": s.session_status,
-                    "sessionStatus": s.session_status,
-                })
+            let status_body = || StatusBody {
+                status: s.status,
+                work_status: s.work_status,
+                session_satus: s.session_status,
+                session_status: s.session_status,
             };
             let registration_changed = match &e.kind {
                 AgentEventKind::Registration => true,
                 AgentEventKind::Transition(_) => false,
             };
-            if registration_changed || matches!(&e.kind, AgentEventKind::Transition(t) if t.from == AgentState::SignedOut || t.to == AgentState::SignedOut) {
-                self.publish(&format!("/topic/register/{ext}"), status_body);
+            if registration_changed
+                || matches!(&e.kind, AgentEventKind::Transition(t) if t.from == AgentState::SignedOut || t.to == AgentState::SignedOut)
+            {
+                self.publish_to("/topic/register/", ext, status_body);
             }
             if let AgentEventKind::Transition(t) = &e.kind {
-                self.publish(&format!("/topic/status/{ext}"), status_body);
-                let call_body = || {
-                    let c = e.call.as_ref();
-                    json!({
-                        "callId": c.map(|c| c.call_id.0.clone()).unwrap_or_default(),
-                        "callTaskCode": c.and_then(|c| c.task_code.clone()).unwrap_or_default(),
-                        "telNo": c.and_then(|c| c.remote_number.clone()).unwrap_or_default(),
-                    })
+                self.publish_to("/topic/status/", ext, status_body);
+                let c = e.call.as_ref();
+                let call_body = || CallBody {
+                    call_id: c.map_or("", |c| c.call_id.0.as_str()),
+                    call_task_code: c.and_then(|c| c.task_code.as_deref()).unwrap_or(""),
+                    tel_no: c.and_then(|c| c.remote_number.as_deref()).unwrap_or(""),
                 };
                 if t.to == AgentState::Reserved {
-                    self.publish(&format!("/topic/call/{ext}"), call_body);
-                    if e.call.as_ref().map(|c| c.direction) == Some(CallDirection::Inbound) {
-                        self.publish(&format!("/topic/invite/{ext}"), call_body);
+                    self.publish_to("/topic/call/", ext, call_body);
+                    if c.map(|c| c.direction) == Some(CallDirection::Inbound) {
+                        self.publish_to("/topic/invite/", ext, call_body);
                     }
                 }
                 if t.from.in_call() && !t.to.in_call() {
-                    self.publish(&format!("/topic/bye/{ext}"), call_body);
+                    self.publish_to("/topic/bye/", ext, call_body);
                 }
             }
             if let Some(p) = &e.project {
-                self.publish(&format!("/topic/callExtStatus/{p}"), || {
-                    let in_call = e.state.in_call();
-                    let c = e.call.as_ref().filter(|_| in_call);
-                    json!({
-                        "workStatus": s.work_status,
-                        "sessionStatus": s.session_status,
-                        "status": s.status,
-                        "username": ext,
-                        "destinationNumber": c.and_then(|c| c.remote_number.clone()).unwrap_or_default(),
-                        "destinationUUID": c.map(|c| c.call_id.0.clone()).unwrap_or_default(),
-                    })
+                let c = e.call.as_ref().filter(|_| e.state.in_call());
+                self.publish_to("/topic/callExtStatus/", p.as_str(), || ExtStatusBody {
+                    work_status: s.work_status,
+                    session_status: s.session_status,
+                    status: s.status,
+                    username: ext,
+                    destination_number: c.and_then(|c| c.remote_number.as_deref()).unwrap_or(""),
+                    destination_uuid: c.map_or("", |c| c.call_id.0.as_str()),
                 });
             }
         }
@@ -222,7 +323,10 @@ pub fn routes(state: Arc<StreamState>) -> Router {
     Router::new()
         .route("/callcenter/ws", get(ws_plain))
         .route("/callcenter/ws/info", get(sockjs_info))
-        .route("/callcenter/ws/{server}/{session}/websocket", get(ws_sockjs))
+        .route(
+            "/callcenter/ws/{server}/{session}/websocket",
+            get(ws_sockjs),
+        )
         .with_state(state)
 }
 
@@ -230,8 +334,14 @@ async fn sockjs_info() -> Response {
     let entropy: u32 = rand::random();
     (
         [
-            (axum::http::header::CONTENT_TYPE, "application/json;charset=UTF-8"),
-            (axum::http::header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, max-age=0"),
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json;charset=UTF-8",
+            ),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "no-store, no-cache, must-revalidate, max-age=0",
+            ),
         ],
         sockjs::info_json(entropy),
     )
@@ -253,7 +363,11 @@ async fn ws_sockjs(
     ws: WebSocketUpgrade,
 ) -> Response {
     if sockjs::parse_session_path(&format!("{server}/{session}/websocket")).is_none() {
-        return (axum::http::StatusCode::NOT_FOUND, "bad SockJS session path\n").into_response();
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            "bad SockJS session path\n",
+        )
+            .into_response();
     }
     upgrade(st, peer, ws, true)
 }
@@ -369,7 +483,11 @@ impl Session {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             Message::Text(sockjs::message_frame(&refs).into())
         } else if frames.len() == 1 {
-            Message::Text(String::from_utf8_lossy(&frames[0].encode()).into_owned().into())
+            Message::Text(
+                String::from_utf8_lossy(&frames[0].encode())
+                    .into_owned()
+                    .into(),
+            )
         } else {
             let mut out = Vec::new();
             for f in frames {
@@ -390,9 +508,11 @@ impl Session {
         let mut last_in = tokio::time::Instant::now();
         let mut last_out = tokio::time::Instant::now();
         loop {
-            let heart_out = self
-                .heart_out
-                .or(if self.sockjs { Some(SOCKJS_HEARTBEAT) } else { None });
+            let heart_out = self.heart_out.or(if self.sockjs {
+                Some(SOCKJS_HEARTBEAT)
+            } else {
+                None
+            });
             let next_beat = heart_out.map(|d| last_out + d);
             let in_deadline = match (&self.principal, self.heart_in) {
                 (None, _) => Some(connect_deadline),
@@ -410,8 +530,10 @@ impl Session {
                             match sockjs::parse_client_message(t.as_str(), 64) {
                                 Ok(v) => v.into_iter().map(String::into_bytes).collect(),
                                 Err(e) => {
+                                    // sockjs-protocol: a client message that is not valid JSON
+                                    // ends the session without a close frame.
                                     self.refuse("sockjs");
-                                    let _ = send_with_deadline(&mut ws, Message::Text(sockjs::close_frame(2010, &e.to_string()).into())).await;
+                                    tracing::debug!(peer = %self.peer, error = %e, "bad SockJS message");
                                     break;
                                 }
                             }
@@ -497,7 +619,11 @@ impl Session {
             StompCommand::Connect | StompCommand::Stomp => return self.on_connect(&f, out),
             _ if self.principal.is_none() => {
                 self.refuse("not_connected");
-                out.push(Frame::error("not connected", "send CONNECT first", receipt.as_deref()));
+                out.push(Frame::error(
+                    "not connected",
+                    "send CONNECT first",
+                    receipt.as_deref(),
+                ));
                 return Flow::Close;
             }
             StompCommand::Subscribe => {
@@ -525,12 +651,20 @@ impl Session {
                 }
                 return Flow::Close;
             }
-            StompCommand::Ack | StompCommand::Nack | StompCommand::Begin | StompCommand::Commit | StompCommand::Abort => {
+            StompCommand::Ack
+            | StompCommand::Nack
+            | StompCommand::Begin
+            | StompCommand::Commit
+            | StompCommand::Abort => {
                 // Subscriptions are auto-ack and there are no transactions to speak of; accept
                 // these so standard clients do not fail.
             }
             _ => {
-                out.push(Frame::error("unexpected frame", "servers' frames are not accepted from clients", receipt.as_deref()));
+                out.push(Frame::error(
+                    "unexpected frame",
+                    "servers' frames are not accepted from clients",
+                    receipt.as_deref(),
+                ));
                 return Flow::Close;
             }
         }
@@ -595,17 +729,27 @@ impl Session {
                 Some(id) => Principal::Agent(id),
                 None => {
                     self.refuse("auth");
-                    out.push(Frame::error("authentication failed", "bad login or passcode", None));
+                    out.push(Frame::error(
+                        "authentication failed",
+                        "bad login or passcode",
+                        None,
+                    ));
                     return Flow::Close;
                 }
             }
         };
         let neg = stomp::negotiate_heart_beat(hb, SERVER_HEART_BEAT);
-        self.heart_out = (neg.outgoing_ms > 0).then(|| Duration::from_millis(neg.outgoing_ms.into()));
-        self.heart_in = (neg.incoming_ms > 0).then(|| Duration::from_millis(neg.incoming_ms.into()));
+        self.heart_out =
+            (neg.outgoing_ms > 0).then(|| Duration::from_millis(neg.outgoing_ms.into()));
+        self.heart_in =
+            (neg.incoming_ms > 0).then(|| Duration::from_millis(neg.incoming_ms.into()));
         tracing::debug!(peer = %self.peer, principal = ?principal, "event stream connected");
         self.principal = Some(principal);
-        out.push(Frame::connected(version, SERVER_HEART_BEAT, concat!("gridedge/", env!("CARGO_PKG_VERSION"))));
+        out.push(Frame::connected(
+            version,
+            SERVER_HEART_BEAT,
+            concat!("gridedge/", env!("CARGO_PKG_VERSION")),
+        ));
         Flow::Continue
     }
 
@@ -613,15 +757,32 @@ impl Session {
     fn may_subscribe(&self, dest: &str) -> Result<(), String> {
         let parts: Vec<&str> = dest.split('/').collect();
         // ["", "topic", kind, a, (b)]
-        if parts.len() < 4 || parts[0] != "" || parts[1] != "topic" || parts.iter().skip(2).any(|p| p.is_empty()) {
+        if parts.len() < 4
+            || !parts[0].is_empty()
+            || parts[1] != "topic"
+            || parts.iter().skip(2).any(|p| p.is_empty())
+        {
             return Err(format!("unknown destination {dest}"));
         }
         let kind = parts[2];
         let known = matches!(
             kind,
-            "register" | "status" | "call" | "invite" | "bye" | "notify" | "task" | "callExtStatus" | "callTaskStatus" | "transfer"
+            "register"
+                | "status"
+                | "call"
+                | "invite"
+                | "bye"
+                | "notify"
+                | "task"
+                | "callExtStatus"
+                | "callTaskStatus"
+                | "transfer"
         );
-        let arity_ok = if kind == "notify" { parts.len() == 5 } else { parts.len() == 4 };
+        let arity_ok = if kind == "notify" {
+            parts.len() == 5
+        } else {
+            parts.len() == 4
+        };
         if !known || !arity_ok {
             return Err(format!("unknown destination {dest}"));
         }
@@ -630,7 +791,9 @@ impl Session {
             Some(Principal::Agent(id)) => {
                 let own_project = |p: &str| id.project.as_ref().is_some_and(|x| x.as_str() == p);
                 let allowed = match kind {
-                    "register" | "status" | "call" | "invite" | "bye" | "transfer" => parts[3] == id.username,
+                    "register" | "status" | "call" | "invite" | "bye" | "transfer" => {
+                        parts[3] == id.username
+                    }
                     "notify" => own_project(parts[3]) && parts[4] == id.username,
                     "task" => own_project(parts[3]),
                     _ => false,
@@ -647,13 +810,18 @@ impl Session {
 
     fn on_subscribe(&mut self, f: &Frame) -> Result<(), String> {
         let id = f.header("id").ok_or("SUBSCRIBE without id")?.to_owned();
-        let dest = f.header("destination").ok_or("SUBSCRIBE without destination")?.to_owned();
+        let dest = f
+            .header("destination")
+            .ok_or("SUBSCRIBE without destination")?
+            .to_owned();
         self.may_subscribe(&dest)?;
         if self.subs.contains_key(&id) {
             return Err(format!("subscription id {id} already in use"));
         }
         if self.subs.len() >= MAX_SUBSCRIPTIONS {
-            return Err(format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"));
+            return Err(format!(
+                "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+            ));
         }
         let mut rx = self.hub().subscribe(&dest);
         let tx = self.push_tx.clone();
@@ -662,7 +830,14 @@ impl Session {
             loop {
                 match rx.recv().await {
                     Ok(msg) => {
-                        if tx.send(Push::Message { sub: sub.clone(), msg }).await.is_err() {
+                        if tx
+                            .send(Push::Message {
+                                sub: sub.clone(),
+                                msg,
+                            })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -697,23 +872,39 @@ impl Session {
             .map_err(|e| format!("{dest}: body is not the expected JSON ({e})"))?;
         let _ = body.work_type;
         let user = ExtensionNumber::parse(&body.username).map_err(|e| format!("username: {e}"))?;
-        let project = ProjectCode::parse(&body.project_code).map_err(|e| format!("projectCode: {e}"))?;
+        let project =
+            ProjectCode::parse(&body.project_code).map_err(|e| format!("projectCode: {e}"))?;
         if let Some(Principal::Agent(id)) = &self.principal {
             if id.username != user.as_str() {
                 return Err(format!("not allowed to change extension {user}"));
             }
         }
         if self.agents().project_of(user.as_str()).as_ref() != Some(&project) {
-            return Err(format!("extension {user} does not belong to project {project}"));
+            return Err(format!(
+                "extension {user} does not belong to project {project}"
+            ));
         }
         let agents = Arc::clone(&self.st.mgmt.agents);
         let u = user.clone();
-        let result = tokio::task::spawn_blocking(move || agents.set_work_status(&u, available, Now::system()))
-            .await
-            .map_err(|_| "internal error".to_string())?;
+        let result = tokio::task::spawn_blocking(move || {
+            agents.set_work_status(&u, available, Now::system())
+        })
+        .await
+        .map_err(|_| "internal error".to_string())?;
         match result {
-            Ok(_) => self.hub().notify_result(&project, user.as_str(), true, if available { "置闲成功" } else { "置忙成功" }),
-            Err(e) => self.hub().notify_result(&project, user.as_str(), false, &e.to_string()),
+            Ok(_) => self.hub().notify_result(
+                &project,
+                user.as_str(),
+                true,
+                if available {
+                    "置闲成功"
+                } else {
+                    "置忙成功"
+                },
+            ),
+            Err(e) => self
+                .hub()
+                .notify_result(&project, user.as_str(), false, &e.to_string()),
         }
         Ok(())
     }

@@ -27,7 +27,8 @@ use serde_json::Value;
 // ------------------------------------------------------------------------------------------
 
 pub const ACCOUNT: &str = "ops";
-pub const SECRET: &str = "s3cret";
+/// The brief's example secret was "s3cret"; the daemon requires at least 8 characters.
+pub const SECRET: &str = "s3cret-ops";
 pub const SERVERS: &str = "wss://gridedge.test:7443";
 pub const NATIVE_SERVERS: &str = "gridedge.test:5060";
 pub const NATIVE_HOST: &str = "gridedge.test";
@@ -219,10 +220,7 @@ pub fn parse_http_response(raw: &[u8]) -> io::Result<HttpResponse> {
 
 fn dechunk(mut s: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = s.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
         let size = String::from_utf8_lossy(&s[..eol]);
         let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         let rest = &s[eol + 2..];
