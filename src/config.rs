@@ -778,6 +778,50 @@ mod tests {
     }
 
     #[test]
+    fn presence_and_management_errors_name_the_key() {
+        for (text, key) in [
+            ("[directory]\nranges = [\"9-1\"]\n", "directory.ranges"),
+            (
+                "[directory]\nranges = [\"8000-8099\", \"8050-8060\"]\n",
+                "directory.ranges",
+            ),
+            ("[directory]\nmax_seats = 0\n", "directory.max_seats"),
+            ("[presence]\ntimezone = \"Mars/Olympus\"\n", "presence.timezone"),
+            ("[presence]\nacw_secs = 100000\n", "presence.acw_secs"),
+            ("[presence]\npersist_interval_ms = 1\n", "presence.persist_interval_ms"),
+            (
+                "[management]\ntimestamp_window_secs = 0\n",
+                "management.timestamp_window_secs",
+            ),
+            ("[management]\nstream_queue = 1\n", "management.stream_queue"),
+            (
+                "[[management.accounts]]\naccount = \"ops\"\nsecret = \"short\"\n",
+                "management.accounts[0].secret",
+            ),
+            (
+                "[[management.accounts]]\naccount = \"a\"\nsecret = \"12345678\"\n[[management.accounts]]\naccount = \"a\"\nsecret = \"87654321\"\n",
+                "management.accounts[1].account",
+            ),
+            ("[management]\nallow = [\"10.0.0.0/33\"]\n", "allow"),
+            ("[[agents]]\nname = \"x\"\n", "agents[0].agent_id"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = Config::parse(
+            "[directory]\nranges = [\"0100-0199\"]\n[presence]\ntimezone = \"America/New_York\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.presence.timezone, "America/New_York");
+        // The secret never reaches a log line through Debug.
+        let cfg = Config::parse(
+            "[[management.accounts]]\naccount = \"ops\"\nsecret = \"do-not-print-me\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{cfg:?}").contains("do-not-print-me"));
+    }
+
+    #[test]
     fn empty_tls_paths_mean_unset() {
         let cfg = Config::parse("[sip]\ntls_cert = \"\"\ntls_key = \"\"\n").unwrap();
         assert!(cfg.sip.tls_cert.is_none() && !cfg.tls_enabled());

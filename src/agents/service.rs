@@ -284,8 +284,43 @@ impl AgentsService {
         lock(&self.dir).settings = s;
         lock(&self.presence).set_config(agent_config(cfg), clock, now.unix_ms);
         *lock(&self.persist_interval) = Duration::from_millis(cfg.presence.persist_interval_ms);
+        self.sync_config_seats(now);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// After the registrar's credentials changed (a reload): extensions added to the config get
+    /// a seat, and seats of extensions that were removed or disabled are signed out and dropped.
+    /// Project extensions are the directory's business and are left alone.
+    fn sync_config_seats(&self, now: Now) {
+        let dir = lock(&self.dir);
+        let wanted: HashMap<String, bool> = self.sip.with_endpoint(|ep| {
+            let reg = &ep.registrar;
+            reg.credentials()
+                .iter()
+                .filter(|(u, c)| c.enabled && !dir.extensions.contains_key(*u))
+                .map(|(u, _)| (u.clone(), reg.location().is_online(u, now.unix_secs())))
+                .collect()
+        });
+        let mut events = Vec::new();
+        {
+            let mut p = lock(&self.presence);
+            let stale: Vec<String> = p
+                .seats()
+                .map(|(u, _)| u.to_owned())
+                .filter(|u| !dir.extensions.contains_key(u) && !wanted.contains_key(u))
+                .collect();
+            for u in stale {
+                events.extend(p.remove_seat(&u, now.unix_ms));
+            }
+            for (u, online) in &wanted {
+                if p.seat(u).is_none() {
+                    p.add_seat(u, None, None, *online, None, now.unix_ms);
+                }
+            }
+        }
+        drop(dir);
+        self.publish(events);
     }
 
     pub fn add_sink(&self, sink: Arc<dyn AgentEventSink>) {
