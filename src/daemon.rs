@@ -322,10 +322,11 @@ pub async fn run(
     {
         let router = api::router(Arc::clone(&api_state), mgmt_state.clone(), stream_state);
         let token = shutdown.clone();
+        let max_http = cfg.http.max_connections;
         tasks.spawn(async move {
             let serve = axum::serve(
-                http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                api::listener::LimitedListener::new(http, max_http),
+                router.into_make_service_with_connect_info::<api::listener::Peer>(),
             )
             .with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(e) = serve.await {

@@ -729,3 +729,337 @@ fn sockjs_framing_carries_the_stream() {
     agent.close();
     sup.close();
 }
+
+/// A graceful restart keeps presence: the agent stays signed in (not ready), the project and
+/// its certificate keep working, and the `presence` table holds the seat's counters.
+#[test]
+fn presence_survives_a_restart() {
+    let mut d = Daemon::start(&config());
+    let api = Mgmt::new(d.listeners.http);
+    let project = "P-restart";
+    let cert = api.create_ok(project, 2);
+    let (user, pw) = api.claim(&cert);
+    assert_eq!(user, "8000");
+    let data = api
+        .set_work_status(&user, "0")
+        .ok("setWorkStatus 8000 workStatus=0");
+    assert_eq!(num(&data, "workStatus"), Some(0), "{data}");
+    wait_extension(&api, &d, project, &user, 0, 0);
+
+    let status = d.sigterm();
+    if !status.success() {
+        d.fail(&format!("SIGTERM must be a clean shutdown, got {status}"));
+    }
+    d.restart();
+    let api = Mgmt::new(d.listeners.http);
+
+    // still signed in (workStatus 0, not -1), still unregistered
+    let e = api.extension(project, &user);
+    assert_eq!(
+        num(&e, "workStatus"),
+        Some(0),
+        "8000 after the restart (want signed in, not ready): {e}"
+    );
+    assert_eq!(num(&e, "status"), Some(0), "8000 after the restart: {e}");
+    assert_eq!(
+        num(&api.extension(project, "8001"), "workStatus"),
+        Some(-1),
+        "8001 was never signed in"
+    );
+    // the certificate still names the same credentials
+    let named = api
+        .get_by_certificate(&cert, Some(&user), "2")
+        .ok("getByCertificate username=8000 after the restart");
+    assert_eq!(named["username"].as_str(), Some(user.as_str()), "{named}");
+    assert_eq!(named["password"].as_str(), Some(pw.as_str()), "{named}");
+    // and the agent's desktop still logs in with them
+    connect(&d, Framing::Raw, &agent_login(&user, &pw), "agent 8000").close();
+
+    // the persisted row
+    let db = d.state_dir.join("gridedge.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| d.fail(&format!("open {} read-only: {e}", db.display())));
+    let (machine, counters): (String, String) = conn
+        .query_row(
+            "SELECT machine, counters FROM presence WHERE extension = ?1",
+            [&user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or_else(|e| d.fail(&format!("presence row for 8000: {e}")));
+    let machine: Value = serde_json::from_str(&machine)
+        .unwrap_or_else(|e| d.fail(&format!("presence.machine is not JSON ({e}): {machine}")));
+    let counters: Value = serde_json::from_str(&counters)
+        .unwrap_or_else(|e| d.fail(&format!("presence.counters is not JSON ({e}): {counters}")));
+    assert_eq!(
+        machine["machine"]["state"]["state"].as_str(),
+        Some("not_ready"),
+        "presence.machine: {machine}"
+    );
+    assert!(
+        machine["machine"]["signin_session"].as_u64().is_some(),
+        "presence.machine without a sign-in session: {machine}"
+    );
+    let today = gridedge::agents::counters::DayClock::new("Asia/Shanghai")
+        .unwrap()
+        .day_of(now_ms());
+    assert_eq!(
+        counters["day"].as_i64(),
+        Some(i64::from(today.0)),
+        "presence.counters day: {counters}"
+    );
+    assert_eq!(
+        counters["sign_in_count"].as_u64(),
+        Some(1),
+        "presence.counters must show one sign-in today: {counters}"
+    );
+}
+
+/// Malformed, oversized and out-of-order STOMP input gets an ERROR frame and/or a closed
+/// connection, each on its own connection; the daemon carries on and counts the refusals.
+#[test]
+fn hostile_stomp_frames_are_refused_without_harm() {
+    let mut d = Daemon::start(&config());
+    let api = Mgmt::new(d.listeners.http);
+    let project = "P-hostile";
+    let cert = api.create_ok(project, 1);
+    let (user, pw) = api.claim(&cert);
+    let refused_before = d
+        .metric("gridedge_stream_refused_total", &[])
+        .unwrap_or(0.0);
+
+    enum Payload {
+        Text(String),
+        Binary(Vec<u8>),
+    }
+    let many_headers: String = (0..100).map(|i| format!("x-h{i}:v\n")).collect();
+    let idle_body = json!({"username": user, "workType": "10", "projectCode": project}).to_string();
+    let cases: Vec<(&str, bool, Payload)> = vec![
+        (
+            "a 200 KB frame",
+            true,
+            Payload::Text(format!(
+                "SEND\ndestination:/app/idle\ncontent-type:application/json\n\n{}\0",
+                "x".repeat(200 * 1024)
+            )),
+        ),
+        (
+            "a 100 KB frame (over the STOMP limit, under the WebSocket one)",
+            true,
+            Payload::Text(format!(
+                "SEND\ndestination:/app/idle\ncontent-type:application/json\n\n{}\0",
+                "x".repeat(100 * 1024)
+            )),
+        ),
+        (
+            "an unknown command",
+            true,
+            Payload::Text("FROBNICATE\nfoo:bar\n\n\0".into()),
+        ),
+        (
+            "a header line without ':'",
+            true,
+            Payload::Text(format!(
+                "SEND\ndestination:/app/idle\nthis line has no colon\n\n{idle_body}\0"
+            )),
+        ),
+        (
+            "a frame with 100 headers",
+            true,
+            Payload::Text(format!(
+                "SEND\ndestination:/app/idle\n{many_headers}\n{idle_body}\0"
+            )),
+        ),
+        ("invalid UTF-8 in a header", true, {
+            let mut b = b"SEND\ndestination:/app/\xff\xfe\nx-bad:\xc3\x28\n\n".to_vec();
+            b.extend_from_slice(idle_body.as_bytes());
+            b.push(0);
+            Payload::Binary(b)
+        }),
+        (
+            "SUBSCRIBE before CONNECT",
+            false,
+            Payload::Text(format!(
+                "SUBSCRIBE\nid:s0\ndestination:/topic/status/{user}\nack:auto\n\n\0"
+            )),
+        ),
+        (
+            "a second CONNECT",
+            true,
+            Payload::Text(format!(
+                "CONNECT\naccept-version:1.2\nhost:gridedge\nlogin:{user}\npasscode:{pw}\n\n\0"
+            )),
+        ),
+        (
+            "SEND /app/idle with a body that is not JSON",
+            true,
+            Payload::Text(
+                "SEND\ndestination:/app/idle\ncontent-type:application/json\n\nidle, please\0"
+                    .into(),
+            ),
+        ),
+        (
+            "SEND to an unsupported destination",
+            true,
+            Payload::Text(format!(
+                "SEND\ndestination:/app/transfer\ncontent-type:application/json\n\n{idle_body}\0"
+            )),
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (name, connect_first, payload) in cases {
+        let mut c = if connect_first {
+            connect(&d, Framing::Raw, &agent_login(&user, &pw), name)
+        } else {
+            Stomp::open(d.listeners.http, Framing::Raw)
+                .unwrap_or_else(|e| d.fail(&format!("{name}: open: {e}")))
+        };
+        let sent = match payload {
+            Payload::Text(t) => c.send_raw(&t),
+            Payload::Binary(b) => c.send_binary(b),
+        };
+        // The server may close while a large message is still being written.
+        let error = match &sent {
+            Ok(()) => c.next_frame_where(EVENT_TIMEOUT, |f| f.command == "ERROR"),
+            Err(_) => None,
+        };
+        let closed = sent.is_err() || c.wait_closed(EVENT_TIMEOUT);
+        if error.is_none() && !closed {
+            d.fail(&format!(
+                "{name}: neither an ERROR frame nor a closed connection within \
+                 {EVENT_TIMEOUT:?}\n--- frames:\n{}",
+                c.transcript()
+            ));
+        }
+        if let Some(f) = &error {
+            assert!(
+                f.header("message").is_some_and(|m| !m.trim().is_empty()),
+                "{name}: ERROR without a message header: {f:?}"
+            );
+        }
+        let unexpected: Vec<&String> = c
+            .log
+            .iter()
+            .filter(|l| l.contains("command: \"RECEIPT\"") || l.contains("command: \"MESSAGE\""))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "{name}: the server acted on the frame: {unexpected:?}"
+        );
+        outcomes.push(format!(
+            "{name}: error={:?} closed={closed} send={sent:?}",
+            error.as_ref().and_then(|f| f.header("message"))
+        ));
+        d.assert_alive(name);
+    }
+
+    // nothing reached presence
+    let e = api.extension(project, &user);
+    assert_eq!(
+        num(&e, "workStatus"),
+        Some(-1),
+        "a refused SEND changed 8000's state: {e}\n{outcomes:#?}"
+    );
+
+    // a legitimate desktop still connects and receives events
+    let status_topic = format!("/topic/status/{user}");
+    let mut agent = connect(&d, Framing::Raw, &agent_login(&user, &pw), "agent 8000");
+    subscribe(&d, &mut agent, "st", &status_topic);
+    api.set_work_status(&user, "0")
+        .ok("setWorkStatus 8000 0 after the hostile frames");
+    expect_event(
+        &d,
+        &mut agent,
+        &status_topic,
+        "st",
+        "status event after the hostile frames",
+        |v| num(v, "workStatus") == Some(0),
+    );
+    agent.close();
+
+    let refused_after = d
+        .metric("gridedge_stream_refused_total", &[])
+        .unwrap_or(0.0);
+    assert!(
+        refused_after > refused_before,
+        "gridedge_stream_refused_total did not increase ({refused_before} -> {refused_after})\n\
+         {outcomes:#?}\n{}",
+        d.metrics()
+    );
+    d.assert_alive("the hostile frames");
+}
+
+/// `[management] max_stream_connections` bounds the event stream: the next upgrade gets 503,
+/// the connections already open keep working, and a slot freed is usable again.
+#[test]
+fn event_stream_connection_limit() {
+    let base = config();
+    let anchor = "timestamp_window_secs = 300\n";
+    assert!(base.contains(anchor), "mgmt_config changed: {base}");
+    let d = Daemon::start(&base.replace(anchor, &format!("{anchor}max_stream_connections = 2\n")));
+    let api = Mgmt::new(d.listeners.http);
+    let project = "P-limit";
+    let cert = api.create_ok(project, 1);
+    let (user, pw) = api.claim(&cert);
+    let ext_topic = format!("/topic/callExtStatus/{project}");
+    let status_topic = format!("/topic/status/{user}");
+
+    let mut sup = connect(&d, Framing::Raw, &supervisor_login(), "supervisor (1st)");
+    subscribe(&d, &mut sup, "ext", &ext_topic);
+    let mut agent = connect(&d, Framing::Raw, &agent_login(&user, &pw), "agent (2nd)");
+    subscribe(&d, &mut agent, "st", &status_topic);
+
+    // the third: plain and SockJS upgrades are both refused with 503
+    for path in [
+        WS_PATH.to_string(),
+        format!("{WS_PATH}/000/abcdefgh/websocket"),
+    ] {
+        let (code, head, _s) = ws_upgrade(d.listeners.http, &path)
+            .unwrap_or_else(|e| d.fail(&format!("third upgrade at {path}: {e}")));
+        if code != 503 {
+            d.fail(&format!(
+                "third event-stream upgrade at {path}: want HTTP 503, got {code}\n{head}"
+            ));
+        }
+    }
+    let refused = d
+        .metric("gridedge_stream_refused_total", &["reason=\"capacity\""])
+        .unwrap_or(0.0);
+    assert!(refused >= 2.0, "refusals not counted:\n{}", d.metrics());
+
+    // the first two still work
+    api.set_work_status(&user, "0")
+        .ok("setWorkStatus 8000 0 with the stream full");
+    expect_event(
+        &d,
+        &mut sup,
+        &ext_topic,
+        "ext",
+        "callExtStatus (1st)",
+        |v| v["username"].as_str() == Some(user.as_str()) && num(v, "workStatus") == Some(0),
+    );
+    expect_event(&d, &mut agent, &status_topic, "st", "status (2nd)", |v| {
+        num(v, "workStatus") == Some(0)
+    });
+
+    // closing one frees its slot (released when the server notices the close)
+    agent.close();
+    let mut last = String::new();
+    let reopened = poll_until(Duration::from_secs(5), || {
+        match Stomp::connect(d.listeners.http, Framing::Raw, &agent_login(&user, &pw)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                last = e;
+                None
+            }
+        }
+    });
+    let Some(mut agent) = reopened else {
+        d.fail(&format!(
+            "no event-stream slot after closing a connection: {last}"
+        ))
+    };
+    subscribe(&d, &mut agent, "st", &status_topic);
+    sup.close();
+    agent.close();
+}

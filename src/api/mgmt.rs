@@ -19,6 +19,7 @@ use axum::routing::any;
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::listener::Peer;
 use super::sign::{AuthError, Authenticator, SignedRequest};
 use super::stream::Hub;
 use crate::agents::directory::{Certificate, ExtensionNumber, ProjectCode, Role};
@@ -236,7 +237,7 @@ pub fn routes(state: Arc<MgmtState>) -> Router {
             &path,
             any(
                 move |st: State<Arc<MgmtState>>,
-                      peer: ConnectInfo<SocketAddr>,
+                      peer: ConnectInfo<Peer>,
                       method: Method,
                       headers: HeaderMap,
                       uri: Uri,
@@ -252,7 +253,7 @@ pub fn routes(state: Arc<MgmtState>) -> Router {
 async fn handle(
     route: Route,
     State(st): State<Arc<MgmtState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     headers: HeaderMap,
     uri: Uri,

@@ -3,6 +3,7 @@
 //! WebSocket or SockJS, framed by [`stomp`] and [`sockjs`]). The grid's query routes join
 //! the same router in the forwarding issue.
 
+pub mod listener;
 pub mod mgmt;
 pub mod sign;
 pub mod sockjs;

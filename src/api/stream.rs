@@ -30,6 +30,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::listener::Peer;
 use super::mgmt::MgmtState;
 use super::sign::SignedRequest;
 use super::sockjs;
@@ -350,7 +351,7 @@ async fn sockjs_info() -> Response {
 
 async fn ws_plain(
     State(st): State<Arc<StreamState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     ws: WebSocketUpgrade,
 ) -> Response {
     upgrade(st, peer, ws, false)
@@ -358,7 +359,7 @@ async fn ws_plain(
 
 async fn ws_sockjs(
     State(st): State<Arc<StreamState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Path((server, session)): Path<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Response {

@@ -911,6 +911,33 @@ impl Stomp {
             .map_err(|e| format!("send: {e}"))
     }
 
+    /// Sends `text` as it is in one WebSocket text message (inside SockJS's `["..."]` array
+    /// with SockJS framing): for malformed or hostile frames that [`Frame`] cannot express.
+    pub fn send_raw(&mut self, text: &str) -> Result<(), String> {
+        use tokio_tungstenite::tungstenite::Message;
+        let text = match self.framing {
+            Framing::Raw => text.to_string(),
+            Framing::SockJs => serde_json::to_string(&vec![text]).expect("JSON string array"),
+        };
+        self.send_ws(Message::Text(text))
+    }
+
+    /// Sends `bytes` as one binary WebSocket message (bytes that are not UTF-8 cannot travel
+    /// in a text message).
+    pub fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        use tokio_tungstenite::tungstenite::Message;
+        self.send_ws(Message::Binary(bytes))
+    }
+
+    fn send_ws(&mut self, msg: tokio_tungstenite::tungstenite::Message) -> Result<(), String> {
+        use futures_util::SinkExt;
+        let ws = &mut self.ws;
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), ws.send(msg)).await })
+            .map_err(|_| "send timed out".to_string())?
+            .map_err(|e| format!("send: {e}"))
+    }
+
     /// One WebSocket text message (binary as lossy text), or `None` on timeout / close.
     fn recv_ws(&mut self, timeout: Duration) -> Option<String> {
         use futures_util::StreamExt;
@@ -1165,6 +1192,43 @@ impl Stomp {
         s.push_str(&format!("(still queued: {pending:?})"));
         s
     }
+}
+
+/// Sends a WebSocket upgrade request for `path` by hand and returns the response's status code
+/// and head, without completing a handshake (to see a refusal such as 503). A 101 leaves the
+/// connection open until the returned stream is dropped.
+pub fn ws_upgrade(addr: SocketAddr, path: &str) -> io::Result<(u16, String, TcpStream)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte)? {
+            0 => break,
+            _ => head.push(byte[0]),
+        }
+        if head.len() > 16 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response head too long",
+            ));
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("no status in {head:?}"))
+        })?;
+    Ok((code, head, s))
 }
 
 fn rand_u32() -> u32 {
