@@ -16,7 +16,7 @@ use std::sync::Arc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gridedge::agents::counters::DayClock;
 use gridedge::agents::directory::ProjectCode;
-use gridedge::agents::presence::{Command, Presence};
+use gridedge::agents::presence::{AgentEvent, Command, Presence};
 use gridedge::agents::service::AgentEventSink;
 use gridedge::agents::state::AgentConfig;
 use gridedge::api::stream::Hub;
@@ -39,6 +39,16 @@ fn setup() -> (Presence, Arc<Hub>, Vec<String>) {
     (p, hub, users)
 }
 
+/// Toggles the `i`-th seat (rotating) between not ready and idle at `now`.
+fn toggle(p: &mut Presence, users: &[String], i: usize, now: u64) -> Vec<AgentEvent> {
+    let cmd = if (i / SEATS) % 2 == 0 {
+        Command::Unavailable
+    } else {
+        Command::Available
+    };
+    p.command(&users[i % SEATS], cmd, now).unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("presence_transition_10k_seats_100_subscribers");
 
@@ -59,15 +69,9 @@ fn bench(c: &mut Criterion) {
     let mut now = T0;
     g.bench_function("publish", |b| {
         b.iter(|| {
-            let u = &users[i % SEATS];
-            let cmd = if (i / SEATS) % 2 == 0 {
-                Command::Unavailable
-            } else {
-                Command::Available
-            };
             i += 1;
             now += 1;
-            let events = p.command(u, cmd, now).unwrap();
+            let events = toggle(&mut p, &users, i, now);
             AgentEventSink::publish(&*hub, black_box(&events));
         })
     });
@@ -79,15 +83,9 @@ fn bench(c: &mut Criterion) {
     let mut now = T0;
     g.bench_function("transition_only", |b| {
         b.iter(|| {
-            let u = &users[i % SEATS];
-            let cmd = if (i / SEATS) % 2 == 0 {
-                Command::Unavailable
-            } else {
-                Command::Available
-            };
             i += 1;
             now += 1;
-            black_box(p.command(u, cmd, now).unwrap());
+            black_box(toggle(&mut p, &users, i, now));
         })
     });
 
@@ -99,15 +97,9 @@ fn bench(c: &mut Criterion) {
     let mut now = T0;
     g.bench_function("delivered", |b| {
         b.iter(|| {
-            let u = &users[i % SEATS];
-            let cmd = if (i / SEATS) % 2 == 0 {
-                Command::Unavailable
-            } else {
-                Command::Available
-            };
             i += 1;
             now += 1;
-            let events = p.command(u, cmd, now).unwrap();
+            let events = toggle(&mut p, &users, i, now);
             AgentEventSink::publish(&*hub, &events);
             for rx in supervisors.iter_mut() {
                 black_box(rx.try_recv().unwrap());

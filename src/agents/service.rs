@@ -420,23 +420,7 @@ impl AgentsService {
         let realm = dir.settings.realm.clone();
         let exts: Vec<(Extension, Credential)> = numbers
             .into_iter()
-            .map(|number| {
-                let generation = new_generation();
-                let password = self.key.password(&number, generation);
-                let cred = Credential::from_password(number.as_str(), &realm, &password);
-                (
-                    Extension {
-                        number,
-                        project: Some(code.clone()),
-                        generation,
-                        enabled: true,
-                        claimed: None,
-                        agent_id: None,
-                        telephone_type: TelephoneType::BuiltIn,
-                    },
-                    cred,
-                )
-            })
+            .map(|number| self.new_extension(number, code, &realm))
             .collect();
         dir.store.create_project(
             &realm,
@@ -475,6 +459,29 @@ impl AgentsService {
         drop(dir);
         self.update_gauges();
         Ok(out)
+    }
+
+    /// A freshly allocated project extension (new generation, so a new password) and its
+    /// credential.
+    fn new_extension(
+        &self,
+        number: ExtensionNumber,
+        project: &ProjectCode,
+        realm: &str,
+    ) -> (Extension, Credential) {
+        let generation = new_generation();
+        let password = self.key.password(&number, generation);
+        let cred = Credential::from_password(number.as_str(), realm, &password);
+        let ext = Extension {
+            number,
+            project: Some(project.clone()),
+            generation,
+            enabled: true,
+            claimed: None,
+            agent_id: None,
+            telephone_type: TelephoneType::BuiltIn,
+        };
+        (ext, cred)
     }
 
     fn login_for(&self, dir: &Dir, e: &Extension) -> ExtensionLogin {
@@ -785,19 +792,8 @@ impl AgentsService {
                 "extension {user} is already in use"
             )));
         }
-        let generation = new_generation();
         let realm = dir.settings.realm.clone();
-        let cred =
-            Credential::from_password(user.as_str(), &realm, &self.key.password(user, generation));
-        let e = Extension {
-            number: user.clone(),
-            project: Some(code.clone()),
-            generation,
-            enabled: true,
-            claimed: None,
-            agent_id: None,
-            telephone_type: TelephoneType::BuiltIn,
-        };
+        let (e, cred) = self.new_extension(user.clone(), code, &realm);
         dir.store
             .add_project_extension(&realm, &e, &cred, now.unix_secs())?;
         if let Some(p) = dir.projects.get_mut(code) {
