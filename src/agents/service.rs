@@ -236,9 +236,19 @@ impl AgentsService {
                 .map(|(u, _)| (u.clone(), reg.location().is_online(u, now.unix_secs())))
                 .unzip()
         });
+        // The grid's agent id rides on the seat of the extension the agent uses.
+        let agent_of: HashMap<String, String> = store
+            .agents()?
+            .into_iter()
+            .filter_map(|a| Some((a.extension?, a.agent_id)))
+            .collect();
         let mut bad_rows = 0usize;
         for (user, online) in users.iter().zip(online) {
             let project = extensions.get(user).and_then(|e| e.project.clone());
+            let agent_id = agent_of
+                .get(user)
+                .cloned()
+                .or_else(|| extensions.get(user).and_then(|e| e.agent_id.clone()));
             let snap = restored.get(user).and_then(|r| {
                 let m = serde_json::from_str::<SeatSnapshot>(&r.machine).ok();
                 let c = serde_json::from_str::<DailyCounters>(&r.counters).ok();
@@ -247,7 +257,7 @@ impl AgentsService {
                 }
                 Some((m?, c?))
             });
-            presence.add_seat(user, project, None, online, snap, now.unix_ms);
+            presence.add_seat(user, project, agent_id, online, snap, now.unix_ms);
         }
         if bad_rows > 0 {
             tracing::warn!(
