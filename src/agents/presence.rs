@@ -217,6 +217,9 @@ impl Presence {
             s.agent_id = agent_id;
             return;
         }
+        // A number freed and handed out again before the next save: its row must be written,
+        // not deleted after the write.
+        self.removed.retain(|e| e != extension);
         let (machine, counters) = match restored {
             Some((snap, counters)) => (
                 AgentMachine::restore(self.cfg.clone(), snap.machine, registered, now_ms),

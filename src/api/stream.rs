@@ -524,7 +524,16 @@ impl Session {
             let tick = [next_beat, in_deadline].into_iter().flatten().min();
             tokio::select! {
                 msg = ws.recv() => {
-                    let Some(Ok(msg)) = msg else { break };
+                    let msg = match msg {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            // Oversized message, broken framing, reset: nothing to answer.
+                            self.refuse("websocket");
+                            tracing::debug!(peer = %self.peer, error = %e, "event stream socket error");
+                            break;
+                        }
+                        None => break,
+                    };
                     last_in = tokio::time::Instant::now();
                     let chunks: Vec<Vec<u8>> = match msg {
                         Message::Text(t) if self.sockjs => {
@@ -661,6 +670,7 @@ impl Session {
                 // these so standard clients do not fail.
             }
             _ => {
+                self.refuse("bad_frame");
                 out.push(Frame::error(
                     "unexpected frame",
                     "servers' frames are not accepted from clients",
@@ -677,12 +687,14 @@ impl Session {
 
     fn on_connect(&mut self, f: &Frame, out: &mut Vec<Frame>) -> Flow {
         if self.principal.is_some() {
+            self.refuse("bad_frame");
             out.push(Frame::error("already connected", "", None));
             return Flow::Close;
         }
         let version = match stomp::negotiate_version(f.header("accept-version")) {
             Ok(v) => v,
             Err(e) => {
+                self.refuse("bad_frame");
                 out.push(Frame::error("unsupported version", &e.to_string(), None));
                 return Flow::Close;
             }
@@ -690,6 +702,7 @@ impl Session {
         let hb = match stomp::parse_heart_beat(f.header("heart-beat")) {
             Ok(hb) => hb,
             Err(e) => {
+                self.refuse("bad_frame");
                 out.push(Frame::error("bad heart-beat", &e.to_string(), None));
                 return Flow::Close;
             }
