@@ -11,12 +11,13 @@
 //! baresip refreshes about every 0.9 x regint seconds and sends each refresh unauthenticated
 //! first (a new 401 every time against Kamailio).
 
+#[path = "support/baresip.rs"]
+mod baresip;
 mod common;
 
-use std::fs;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use baresip::*;
 use common::*;
 
 /// baresip answers the first WWW-Authenticate it sees and fails on SHA-256 ("Function not
@@ -27,105 +28,6 @@ const CONFIG: &str = r#"
 [sip]
 min_expires_secs = 4
 "#;
-
-struct Baresip {
-    proc: ProcGuard,
-    out: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Baresip {
-    fn start(account: &str) -> Baresip {
-        let bin = require_tool("baresip");
-        let dir = tempfile::Builder::new()
-            .prefix("gridedge-baresip-")
-            .tempdir()
-            .unwrap();
-        let cfg = dir.path().join("cfg");
-        fs::create_dir_all(&cfg).unwrap();
-        fs::write(
-            cfg.join("config"),
-            "sip_listen\t127.0.0.1:0\n\
-             module_path\t/usr/lib/baresip/modules\n\
-             module_app\taccount.so\n",
-        )
-        .unwrap();
-        fs::write(cfg.join("accounts"), format!("{account}\n")).unwrap();
-        let out = dir.path().join("baresip.out");
-        let log = fs::File::create(&out).unwrap();
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-s")
-            .args(["-t", "120"]) // hard stop, in case every guard fails
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn baresip");
-        Baresip {
-            proc: ProcGuard::new("baresip", child),
-            out,
-            _dir: dir,
-        }
-    }
-
-    fn output(&self) -> String {
-        read_lossy(&self.out)
-    }
-
-    /// Number of traced `SIP/2.0 <code> ...` responses to REGISTER.
-    fn register_responses(&self, code: u16) -> usize {
-        count_responses(&self.output(), code, "REGISTER")
-    }
-
-    /// Contact URIs baresip sent in its REGISTERs.
-    fn sent_contacts(&self) -> Vec<String> {
-        let out = self.output();
-        let mut v: Vec<String> = out
-            .lines()
-            .filter(|l| l.starts_with("Contact:"))
-            .map(|l| contact_uri(l.trim_start_matches("Contact:").trim()).to_string())
-            .collect();
-        v.dedup();
-        v
-    }
-}
-
-/// Counts traced responses `SIP/2.0 <code>` whose CSeq method is `method`.
-fn count_responses(trace: &str, code: u16, method: &str) -> usize {
-    let status = format!("SIP/2.0 {code} ");
-    let mut in_resp = false;
-    let mut n = 0;
-    for line in trace.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with("SIP/2.0 ") || line.ends_with(" SIP/2.0") {
-            in_resp = line.starts_with(&status);
-        } else if in_resp && line.to_ascii_lowercase().starts_with("cseq:") {
-            if line.ends_with(method) {
-                n += 1;
-            }
-            in_resp = false;
-        }
-    }
-    n
-}
-
-fn wait_for(
-    what: &str,
-    b: &Baresip,
-    d: &Daemon,
-    timeout: Duration,
-    cond: impl Fn(&Baresip) -> bool,
-) {
-    if poll_until(timeout, || cond(b).then_some(())).is_none() {
-        d.fail(&format!(
-            "baresip: {what} not seen within {timeout:?}\n--- baresip output:\n{}",
-            tail(&b.output(), 16000)
-        ));
-    }
-}
 
 fn baresip_register_cycle(transport: &str, user: &str) {
     let d = Daemon::start(CONFIG);
@@ -141,13 +43,9 @@ fn baresip_register_cycle(transport: &str, user: &str) {
     let mut b = Baresip::start(&account);
 
     // 1. first registration
-    wait_for(
-        "a 200 OK to REGISTER",
-        &b,
-        &d,
-        Duration::from_secs(15),
-        |b| b.register_responses(200) >= 1,
-    );
+    b.wait_for(&d, "a 200 OK to REGISTER", Duration::from_secs(15), |b| {
+        b.register_responses(200) >= 1
+    });
     let status_line = format!(
         "{user}@127.0.0.1: {{0/{}/v4}} 200 OK",
         transport.to_uppercase()
@@ -175,10 +73,9 @@ fn baresip_register_cycle(transport: &str, user: &str) {
     assert_binding_listed(&q, &contacts[0], "query for baresip's binding");
 
     // 2. re-registration: at least two successful REGISTERs (refresh after ~0.9 x regint)
-    wait_for(
-        "a second 200 OK (refresh)",
-        &b,
+    b.wait_for(
         &d,
+        "a second 200 OK (refresh)",
         Duration::from_secs(4 * regint),
         |b| b.register_responses(200) >= 2,
     );

@@ -3,16 +3,17 @@
 //! STOMP event stream (seed 004 section 三) seen by an agent desktop and a supervisor, directly
 //! over WebSocket and over SockJS.
 
+#[path = "support/baresip.rs"]
+mod baresip;
 mod common;
 #[path = "support/mgmt.rs"]
 mod mgmt;
 
-use std::fs;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use baresip::*;
 use common::*;
 use mgmt::*;
 
@@ -22,86 +23,6 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 fn config() -> String {
     // min_expires lowered so baresip refreshes (and meets the disabled extension) quickly
     format!("{}\n[sip]\nmin_expires_secs = 4\n", default_config())
-}
-
-// ------------------------------------------------------------------------------------------
-// baresip (as in e2e_baresip.rs)
-// ------------------------------------------------------------------------------------------
-
-struct Baresip {
-    proc: ProcGuard,
-    out: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Baresip {
-    fn start(account: &str) -> Baresip {
-        let bin = require_tool("baresip");
-        let dir = tempfile::Builder::new()
-            .prefix("gridedge-baresip-")
-            .tempdir()
-            .unwrap();
-        let cfg = dir.path().join("cfg");
-        fs::create_dir_all(&cfg).unwrap();
-        fs::write(
-            cfg.join("config"),
-            "sip_listen\t127.0.0.1:0\n\
-             module_path\t/usr/lib/baresip/modules\n\
-             module_app\taccount.so\n",
-        )
-        .unwrap();
-        fs::write(cfg.join("accounts"), format!("{account}\n")).unwrap();
-        let out = dir.path().join("baresip.out");
-        let log = fs::File::create(&out).unwrap();
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-s")
-            .args(["-t", "120"])
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn baresip");
-        Baresip {
-            proc: ProcGuard::new("baresip", child),
-            out,
-            _dir: dir,
-        }
-    }
-
-    fn output(&self) -> String {
-        read_lossy(&self.out)
-    }
-
-    /// Number of traced `SIP/2.0 <code> ...` responses to REGISTER.
-    fn register_responses(&self, code: u16) -> usize {
-        let status = format!("SIP/2.0 {code} ");
-        let mut in_resp = false;
-        let mut n = 0;
-        for line in self.output().lines() {
-            let line = line.trim_end_matches('\r');
-            if line.starts_with("SIP/2.0 ") || line.ends_with(" SIP/2.0") {
-                in_resp = line.starts_with(&status);
-            } else if in_resp && line.to_ascii_lowercase().starts_with("cseq:") {
-                if line.ends_with("REGISTER") {
-                    n += 1;
-                }
-                in_resp = false;
-            }
-        }
-        n
-    }
-
-    fn wait_for(&self, d: &Daemon, what: &str, timeout: Duration, cond: impl Fn(&Baresip) -> bool) {
-        if poll_until(timeout, || cond(self).then_some(())).is_none() {
-            d.fail(&format!(
-                "baresip: {what} not seen within {timeout:?}\n--- baresip output:\n{}",
-                tail(&self.output(), 16000)
-            ));
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------
