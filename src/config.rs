@@ -202,6 +202,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Simultaneous HTTP connections; further connections wait for a slot.
     pub max_connections: usize,
+    /// A connection that sends nothing this long is closed (event streams excepted).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -209,6 +211,7 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8088".parse().expect("static address"),
             max_connections: 1024,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -429,6 +432,12 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.http.idle_timeout_secs) {
+            return Err(invalid(
+                "http.idle_timeout_secs",
+                "must be between 1 and 3600",
+            ));
         }
         let s = &self.sip;
         if s.realm.is_empty() || s.realm.contains(['"', '\\', '\r', '\n']) {

@@ -291,7 +291,13 @@ pub async fn run(
         now,
     )
     .context("opening the directory")?;
-    let hub = Arc::new(Hub::new(cfg.management.stream_queue, Arc::clone(&metrics)));
+    // A project topic must hold one project-wide change (every seat at once, twice: e.g.
+    // setWorkStatusByProjectCode) for a supervisor reading concurrently.
+    let project_topic_capacity = cfg
+        .management
+        .stream_queue
+        .max(2 * cfg.directory.max_seats as usize + 16);
+    let hub = Arc::new(Hub::new(project_topic_capacity, Arc::clone(&metrics)));
     agents.add_sink(Arc::clone(&hub) as Arc<dyn AgentEventSink>);
     let mgmt_state = Arc::new(MgmtState {
         agents: Arc::clone(&agents),
@@ -300,13 +306,14 @@ pub async fn run(
         hub: Arc::clone(&hub),
         max_body_bytes: cfg.management.max_body_bytes,
     });
+    let shutdown = CancellationToken::new();
     let stream_state = Arc::new(StreamState::new(
         Arc::clone(&mgmt_state),
         cfg.management.max_stream_connections,
         cfg.management.stream_queue,
+        shutdown.clone(),
     ));
 
-    let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let mut bound = BoundAddrs::default();
 
@@ -320,12 +327,17 @@ pub async fn run(
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     bound.http = Some(http.local_addr()?);
     {
-        let router = api::router(Arc::clone(&api_state), mgmt_state.clone(), stream_state);
+        let router = api::router(
+            Arc::clone(&api_state),
+            mgmt_state.clone(),
+            Arc::clone(&stream_state),
+        );
         let token = shutdown.clone();
         let max_http = cfg.http.max_connections;
+        let http_idle = Duration::from_secs(cfg.http.idle_timeout_secs);
         tasks.spawn(async move {
             let serve = axum::serve(
-                api::listener::LimitedListener::new(http, max_http),
+                api::listener::LimitedListener::new(http, max_http, http_idle),
                 router.into_make_service_with_connect_info::<api::listener::Peer>(),
             )
             .with_graceful_shutdown(async move { token.cancelled().await });
@@ -463,6 +475,15 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("some tasks did not stop within 10 s");
+    }
+    // Event-stream sessions were told to stop with everything else; a command one of them
+    // is carrying out must land before the last presence flush.
+    stream_state.sessions.close();
+    if tokio::time::timeout(Duration::from_secs(5), stream_state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some event-stream sessions did not stop within 5 s");
     }
     // Only now can nothing produce binding or presence changes: let the persisters flush.
     presence_stop.cancel();
@@ -613,6 +634,8 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         };
     }
     keep!(state.dir, "state.dir");
+    // Project extensions' HA1 values are bound to the realm they were created in.
+    keep!(sip.realm, "sip.realm");
     keep!(directory.key_file, "directory.key_file");
     keep!(
         management.max_stream_connections,
@@ -622,6 +645,7 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     keep!(management.max_body_bytes, "management.max_body_bytes");
     keep!(http.listen, "http.listen");
     keep!(http.max_connections, "http.max_connections");
+    keep!(http.idle_timeout_secs, "http.idle_timeout_secs");
     keep!(sip.udp, "sip.udp");
     keep!(sip.tcp, "sip.tcp");
     keep!(sip.ws, "sip.ws");
@@ -660,19 +684,23 @@ async fn reload(
     let accounts = api_accounts(&new)?;
     let db = new.db_path();
     let new_for_seed = new.clone();
-    let table = tokio::task::spawn_blocking(move || -> anyhow::Result<CredentialTable> {
-        let mut store = Store::open(&db, Durability::Normal)?;
-        seed_and_load_credentials(&mut store, &new_for_seed, Now::system().unix_secs())
+    // Seeding, loading and swapping the table happen under the directory's lock, so that no
+    // project extension created, disabled or freed meanwhile is undone by a stale table.
+    let agents = Arc::clone(others.agents);
+    let changes = tokio::task::spawn_blocking(move || {
+        agents.replace_credentials(|| -> anyhow::Result<CredentialTable> {
+            let mut store = Store::open(&db, Durability::Normal)?;
+            seed_and_load_credentials(&mut store, &new_for_seed, Now::system().unix_secs())
+        })
     })
     .await??;
     log.modify(|f| *f = EnvFilter::new(&new.log.level))?;
-    let changes = server.with_endpoint(|ep| {
+    server.with_endpoint(|ep| {
         ep.guard.set_config(guard_config(&new));
         ep.limits = limits(&new);
         ep.qualify.set_config(qualify_config(&new));
         ep.registrar.set_config(registrar_config(&new));
         ep.registrar.verifier_mut().set_config(digest);
-        ep.registrar.set_credentials(Arc::new(table))
     });
     server.set_limits(limits(&new));
     server.publish(changes);

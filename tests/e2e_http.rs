@@ -49,3 +49,22 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
     third.read_to_end(&mut out).unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn idle_connections_are_closed_so_they_cannot_hold_every_slot() {
+    let d = Daemon::start("[http]\nmax_connections = 1\nidle_timeout_secs = 1\n");
+    let addr = d.listeners.http;
+    // An idle socket that never sends a byte takes the only slot...
+    let mut idle = TcpStream::connect(addr).unwrap();
+    // ...and is closed by the daemon after idle_timeout_secs, freeing it for a real request.
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap_or(0),
+        0,
+        "an idle connection was not closed"
+    );
+    let (code, body) = http_get(addr, "/healthz").unwrap();
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+}

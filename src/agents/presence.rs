@@ -221,10 +221,27 @@ impl Presence {
         // not deleted after the write.
         self.removed.retain(|e| e != extension);
         let (machine, counters) = match restored {
-            Some((snap, counters)) => (
-                AgentMachine::restore(self.cfg.clone(), snap.machine, registered, now_ms),
-                counters,
-            ),
+            Some((snap, mut counters)) => {
+                let before = snap.machine.clone();
+                let m = AgentMachine::restore(self.cfg.clone(), snap.machine, registered, now_ms);
+                if *m.state() != before.state {
+                    // The restore repaired the state (a call nobody can vouch for, idle without
+                    // a phone): account the old state up to the repair, as a transition would,
+                    // so today's time still adds up.
+                    let at_ms = m.since_ms().max(before.since_ms);
+                    let t = Transition {
+                        from: before.state,
+                        to: m.state().clone(),
+                        from_since_ms: before.since_ms,
+                        at_ms,
+                        duration_ms: at_ms - before.since_ms,
+                        signin_session: before.signin_session,
+                        call_id: None,
+                    };
+                    counters.on_transition(&t, None, &self.clock);
+                }
+                (m, counters)
+            }
             None => {
                 let mut m = AgentMachine::new(self.cfg.clone(), now_ms);
                 if registered {

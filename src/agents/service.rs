@@ -102,6 +102,9 @@ pub struct ExtensionStatus {
 pub struct AgentIdentity {
     pub username: String,
     pub project: Option<ProjectCode>,
+    /// The allocation logged in to (project extensions): a freed and reallocated number has a
+    /// new generation, so an old session cannot act for the new holder.
+    pub generation: Option<u64>,
 }
 
 struct DirSettings {
@@ -113,7 +116,6 @@ struct DirSettings {
 }
 
 struct Dir {
-    store: Store,
     projects: HashMap<ProjectCode, Project>,
     /// Project extensions by number.
     extensions: BTreeMap<String, Extension>,
@@ -122,6 +124,9 @@ struct Dir {
 
 pub struct AgentsService {
     dir: Mutex<Dir>,
+    /// Taken after `dir` when both are needed, never before; the presence persister takes it
+    /// alone, so writing presence never blocks the directory's readers.
+    store: Mutex<Store>,
     presence: Mutex<Presence>,
     key: DirectoryKey,
     sip: Arc<SipServer>,
@@ -129,6 +134,9 @@ pub struct AgentsService {
     sinks: RwLock<Vec<Arc<dyn AgentEventSink>>>,
     /// Every agent event, for consumers that want them all (the grid forwarder).
     pub events: broadcast::Sender<AgentEvent>,
+    /// Extensions freed (project finished): event-stream sessions logged in as one of them
+    /// close, since the number may soon belong to someone else.
+    pub revocations: broadcast::Sender<String>,
     /// Wakes the timer task when a deadline may have moved earlier.
     wake: Notify,
     persist_interval: Mutex<Duration>,
@@ -227,12 +235,13 @@ impl AgentsService {
             .into_iter()
             .map(|r| (r.extension.clone(), r))
             .collect();
-        // Every extension the registrar knows is a seat: project extensions and config ones.
+        // Every project extension is a seat (a disabled one too: enabling it must find its
+        // seat), and so is every enabled config extension.
         let (users, online): (Vec<String>, Vec<bool>) = sip.with_endpoint(|ep| {
             let reg = &ep.registrar;
             reg.credentials()
                 .iter()
-                .filter(|(_, c)| c.enabled)
+                .filter(|(u, c)| c.enabled || extensions.contains_key(*u))
                 .map(|(u, _)| (u.clone(), reg.location().is_online(u, now.unix_secs())))
                 .unzip()
         });
@@ -268,21 +277,23 @@ impl AgentsService {
         let (events, _) = broadcast::channel(4096);
         let svc = Arc::new(AgentsService {
             dir: Mutex::new(Dir {
-                store,
                 projects,
                 extensions,
                 settings: settings(cfg)?,
             }),
+            store: Mutex::new(store),
             presence: Mutex::new(presence),
             key,
             sip,
             metrics,
             sinks: RwLock::new(Vec::new()),
             events,
+            revocations: broadcast::channel(1024).0,
             wake: Notify::new(),
             persist_interval: Mutex::new(Duration::from_millis(cfg.presence.persist_interval_ms)),
         });
-        svc.update_gauges();
+        svc.update_agent_gauges();
+        svc.update_dir_gauges(&lock(&svc.dir));
         Ok(svc)
     }
 
@@ -333,6 +344,20 @@ impl AgentsService {
         self.publish(events);
     }
 
+    /// Replaces the registrar's whole credential table (a reload) with the one `load` reads,
+    /// holding the directory's lock from the read to the swap so that no directory operation
+    /// lands in between and is silently undone.
+    pub fn replace_credentials(
+        &self,
+        load: impl FnOnce() -> anyhow::Result<crate::sip::credentials::CredentialTable>,
+    ) -> anyhow::Result<crate::sip::location::Changes> {
+        let _dir = lock(&self.dir);
+        let table = load()?;
+        Ok(self
+            .sip
+            .with_endpoint(|ep| ep.registrar.set_credentials(Arc::new(table))))
+    }
+
     pub fn add_sink(&self, sink: Arc<dyn AgentEventSink>) {
         self.sinks
             .write()
@@ -364,11 +389,11 @@ impl AgentsService {
             // No subscriber is fine (the forwarder may not be configured).
             let _ = self.events.send(e);
         }
-        self.update_gauges();
+        self.update_agent_gauges();
         self.wake.notify_one();
     }
 
-    fn update_gauges(&self) {
+    fn update_agent_gauges(&self) {
         let counts = lock(&self.presence).counts_by_state();
         for (label, n) in STATE_LABELS.iter().zip(counts) {
             self.metrics
@@ -376,7 +401,10 @@ impl AgentsService {
                 .with_label_values(&[label])
                 .set(n as i64);
         }
-        let dir = lock(&self.dir);
+    }
+
+    /// Called with `dir` held by every operation that changes it.
+    fn update_dir_gauges(&self, dir: &Dir) {
         self.metrics.projects.set(dir.projects.len() as i64);
         self.metrics
             .directory_extensions
@@ -418,7 +446,7 @@ impl AgentsService {
                 p.seats
             )));
         }
-        let used = dir.store.extension_users()?;
+        let used = lock(&self.store).extension_users()?;
         let numbers = dir.settings.ranges.allocate(&used, seats as usize)?;
         let project = Project {
             code: code.clone(),
@@ -432,7 +460,7 @@ impl AgentsService {
             .into_iter()
             .map(|number| self.new_extension(number, code, &realm))
             .collect();
-        dir.store.create_project(
+        lock(&self.store).create_project(
             &realm,
             &project,
             &certificate.lookup_hash(),
@@ -441,9 +469,13 @@ impl AgentsService {
         )?;
         dir.projects.insert(code.clone(), project);
         let mut creds = Vec::with_capacity(exts.len());
+        let mut events = Vec::new();
         {
             let mut p = lock(&self.presence);
             for (e, c) in exts {
+                // A seat left by a config extension removed moments ago (before the reload
+                // synced seats) must not hand its state and counters to the new agent.
+                events.extend(p.remove_seat(e.number.as_str(), now.unix_ms));
                 p.add_seat(
                     e.number.as_str(),
                     Some(code.clone()),
@@ -466,8 +498,9 @@ impl AgentsService {
             servers: dir.settings.servers.clone(),
             native_servers: dir.settings.native_servers.clone(),
         };
+        self.update_dir_gauges(&dir);
         drop(dir);
-        self.update_gauges();
+        self.publish(events);
         Ok(out)
     }
 
@@ -518,8 +551,7 @@ impl AgentsService {
         role: Role,
     ) -> Result<ExtensionLogin, OpError> {
         let mut dir = lock(&self.dir);
-        let code = dir
-            .store
+        let code = lock(&self.store)
             .project_by_cert(&cert.lookup_hash())?
             .and_then(|c| ProjectCode::parse(&c).ok())
             .ok_or_else(|| OpError::NotFound("no project has this certificate".into()))?;
@@ -546,7 +578,7 @@ impl AgentsService {
                 })?,
         };
         if dir.extensions[chosen.as_str()].claimed.is_none() {
-            dir.store.claim_extension(&chosen, role)?;
+            lock(&self.store).claim_extension(&chosen, role)?;
             if let Some(e) = dir.extensions.get_mut(chosen.as_str()) {
                 e.claimed = Some(role);
             }
@@ -628,13 +660,17 @@ impl AgentsService {
 
     /// Applies a command to a seat and publishes what it caused.
     pub fn command(&self, user: &str, cmd: Command, now: Now) -> Result<(), OpError> {
-        {
+        let events = {
+            // `dir` stays held so that a disable cannot slip in between the check and the
+            // command (it would sign the agent out, and the command sign it back in).
             let dir = lock(&self.dir);
             if dir.extensions.get(user).is_some_and(|e| !e.enabled) {
                 return Err(OpError::Conflict(format!("extension {user} is disabled")));
             }
-        }
-        let events = lock(&self.presence).command(user, cmd, now.unix_ms)?;
+            let events = lock(&self.presence).command(user, cmd, now.unix_ms)?;
+            drop(dir);
+            events
+        };
         self.publish(events);
         Ok(())
     }
@@ -708,8 +744,7 @@ impl AgentsService {
         if e.enabled == enabled {
             return Ok(());
         }
-        dir.store
-            .set_extension_enabled(user, enabled, now.unix_secs())?;
+        lock(&self.store).set_extension_enabled(user, enabled, now.unix_secs())?;
         if let Some(x) = dir.extensions.get_mut(user.as_str()) {
             x.enabled = enabled;
         }
@@ -719,19 +754,36 @@ impl AgentsService {
             &self.key.password(user, e.generation),
         );
         cred.enabled = enabled;
-        let events = if enabled {
-            Vec::new()
-        } else {
-            lock(&self.presence).force_sign_out(user.as_str(), now.unix_ms)
+        let events = {
+            let mut p = lock(&self.presence);
+            if enabled {
+                if p.seat(user.as_str()).is_none() {
+                    p.add_seat(
+                        user.as_str(),
+                        e.project.clone(),
+                        e.agent_id.clone(),
+                        false,
+                        None,
+                        now.unix_ms,
+                    );
+                }
+                Vec::new()
+            } else {
+                p.force_sign_out(user.as_str(), now.unix_ms)
+            }
         };
-        drop(dir);
-        self.publish(events);
-        // Removing the bindings publishes RegistrationChanged, which marks the seat offline.
+        // The registrar changes under `dir` too, so a concurrent operation on the same number
+        // cannot interleave between the store and the registrar. Removing the bindings
+        // publishes RegistrationChanged, which marks the seat offline.
         let changes = self.sip.with_endpoint(|ep| {
             ep.registrar
                 .update_credentials([(user.as_str().to_owned(), Some(cred))])
         });
         self.sip.publish(changes);
+        // Event-stream sessions of a disabled extension stay open (they see it go offline and
+        // unavailable) but can no longer subscribe or command; see `identity_current`.
+        drop(dir);
+        self.publish(events);
         tracing::info!(extension = %user, enabled, "extension status changed");
         Ok(())
     }
@@ -748,7 +800,7 @@ impl AgentsService {
             .filter(|e| e.project.as_ref() == Some(code))
             .map(|e| e.number.as_str().to_owned())
             .collect();
-        dir.store.finish_project(code)?;
+        lock(&self.store).finish_project(code)?;
         dir.projects.remove(code);
         for u in &users {
             dir.extensions.remove(u);
@@ -760,15 +812,20 @@ impl AgentsService {
                 .flat_map(|u| p.remove_seat(u, now.unix_ms))
                 .collect()
         };
-        drop(dir);
-        self.publish(events);
+        // Under `dir`: a createProject that reuses these numbers must not run before their old
+        // credentials are gone, or it would see its new ones deleted.
         let changes = self.sip.with_endpoint(|ep| {
             ep.registrar
                 .update_credentials(users.iter().map(|u| (u.clone(), None)))
         });
         self.sip.publish(changes);
+        self.update_dir_gauges(&dir);
+        drop(dir);
+        for u in &users {
+            let _ = self.revocations.send(u.clone());
+        }
+        self.publish(events);
         tracing::info!(project = %code, extensions = users.len(), "project finished");
-        self.update_gauges();
         Ok(users.len())
     }
 
@@ -797,20 +854,21 @@ impl AgentsService {
                 "extension {user} is outside directory.ranges"
             )));
         }
-        if dir.store.extension_users()?.contains(user.as_str()) {
+        if lock(&self.store).extension_users()?.contains(user.as_str()) {
             return Err(OpError::Conflict(format!(
                 "extension {user} is already in use"
             )));
         }
         let realm = dir.settings.realm.clone();
         let (e, cred) = self.new_extension(user.clone(), code, &realm);
-        dir.store
-            .add_project_extension(&realm, &e, &cred, now.unix_secs())?;
+        lock(&self.store).add_project_extension(&realm, &e, &cred, now.unix_secs())?;
         if let Some(p) = dir.projects.get_mut(code) {
             p.seats += 1;
         }
         dir.extensions.insert(user.as_str().to_owned(), e);
-        lock(&self.presence).add_seat(
+        let mut p = lock(&self.presence);
+        let events = p.remove_seat(user.as_str(), now.unix_ms);
+        p.add_seat(
             user.as_str(),
             Some(code.clone()),
             None,
@@ -818,13 +876,15 @@ impl AgentsService {
             None,
             now.unix_ms,
         );
-        drop(dir);
+        drop(p);
         let changes = self.sip.with_endpoint(|ep| {
             ep.registrar
                 .update_credentials([(user.as_str().to_owned(), Some(cred))])
         });
         self.sip.publish(changes);
-        self.update_gauges();
+        self.update_dir_gauges(&dir);
+        drop(dir);
+        self.publish(events);
         Ok(())
     }
 
@@ -857,12 +917,12 @@ impl AgentsService {
 
     /// Checks an agent desktop's login (extension and SIP password) in constant time.
     pub fn verify_agent(&self, user: &str, password: &str) -> Option<AgentIdentity> {
-        let project = {
+        let (project, generation) = {
             let dir = lock(&self.dir);
             match dir.extensions.get(user) {
                 Some(e) if !e.enabled => return None,
-                Some(e) => e.project.clone(),
-                None => None,
+                Some(e) => (e.project.clone(), Some(e.generation)),
+                None => (None, None),
             }
         };
         let realm = lock(&self.dir).settings.realm.clone();
@@ -875,7 +935,24 @@ impl AgentsService {
         ok.then(|| AgentIdentity {
             username: user.to_owned(),
             project,
+            generation,
         })
+    }
+
+    /// Whether a login made earlier still stands: the same allocation of the number, still
+    /// enabled (config extensions: still present and enabled).
+    pub fn identity_current(&self, id: &AgentIdentity) -> bool {
+        let dir = lock(&self.dir);
+        match (dir.extensions.get(&id.username), id.generation) {
+            (Some(e), Some(g)) => e.enabled && e.generation == g,
+            (None, None) => self.sip.with_endpoint(|ep| {
+                ep.registrar
+                    .credentials()
+                    .get(&id.username)
+                    .is_some_and(|c| c.enabled)
+            }),
+            _ => false,
+        }
     }
 
     /// The project an extension belongs to.
@@ -986,7 +1063,6 @@ impl AgentsService {
 
     /// Writes every changed seat now. On failure the seats stay dirty for the next round.
     pub fn persist_now(&self) {
-        let mut dir = lock(&self.dir);
         let (dirty, removed) = lock(&self.presence).take_dirty();
         if dirty.is_empty() && removed.is_empty() {
             return;
@@ -999,10 +1075,8 @@ impl AgentsService {
                 counters: serde_json::to_string(counters).unwrap_or_default(),
             })
             .collect();
-        if let Err(e) = dir
-            .store
-            .save_presence(&rows, &removed, Now::system().unix_secs())
-        {
+        let saved = lock(&self.store).save_presence(&rows, &removed, Now::system().unix_secs());
+        if let Err(e) = saved {
             self.metrics.store_persist_errors.inc();
             tracing::error!(error = %e, "persisting presence failed; will retry");
             let mut p = lock(&self.presence);

@@ -253,7 +253,7 @@ pub fn routes(state: Arc<MgmtState>) -> Router {
 async fn handle(
     route: Route,
     State(st): State<Arc<MgmtState>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(Peer(peer, _)): ConnectInfo<Peer>,
     method: Method,
     headers: HeaderMap,
     uri: Uri,

@@ -28,9 +28,10 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::listener::Peer;
+use super::listener::{ConnState, Peer};
 use super::mgmt::MgmtState;
 use super::sign::SignedRequest;
 use super::sockjs;
@@ -53,6 +54,8 @@ pub struct Outgoing {
 
 pub struct Hub {
     topics: RwLock<HashMap<Arc<str>, broadcast::Sender<Arc<Outgoing>>>>,
+    /// Buffer of a project topic: it must hold one project-wide operation's worth of
+    /// messages (every seat changing at once) for a supervisor that reads concurrently.
     capacity: usize,
     /// `gridedge_stream_messages_total{direction="out",kind}` per kind, resolved once so
     /// publishing is an atomic add rather than a label lookup.
@@ -142,6 +145,14 @@ impl Hub {
         let (tx, rx) = broadcast::channel(capacity);
         t.insert(Arc::from(topic), tx);
         rx
+    }
+
+    /// Forgets `topic` if its last subscriber has gone.
+    pub fn release(&self, topic: &str) {
+        let mut t = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if t.get(topic).is_some_and(|tx| tx.receiver_count() == 0) {
+            t.remove(topic);
+        }
     }
 
     /// Forgets topics whose last subscriber has gone.
@@ -307,15 +318,27 @@ pub struct StreamState {
     pub connections: Arc<Semaphore>,
     pub queue: usize,
     next_id: AtomicU64,
+    /// Sessions end when this is cancelled (daemon shutdown)...
+    pub shutdown: CancellationToken,
+    /// ...and the daemon waits for them here before its last presence flush, so a command
+    /// in flight is not lost.
+    pub sessions: TaskTracker,
 }
 
 impl StreamState {
-    pub fn new(mgmt: Arc<MgmtState>, max_connections: usize, queue: usize) -> Self {
+    pub fn new(
+        mgmt: Arc<MgmtState>,
+        max_connections: usize,
+        queue: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             mgmt,
             connections: Arc::new(Semaphore::new(max_connections)),
             queue,
             next_id: AtomicU64::new(1),
+            shutdown,
+            sessions: TaskTracker::new(),
         }
     }
 }
@@ -351,15 +374,15 @@ async fn sockjs_info() -> Response {
 
 async fn ws_plain(
     State(st): State<Arc<StreamState>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(Peer(peer, conn)): ConnectInfo<Peer>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(st, peer, ws, false)
+    upgrade(st, peer, conn, ws, false)
 }
 
 async fn ws_sockjs(
     State(st): State<Arc<StreamState>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(Peer(peer, conn)): ConnectInfo<Peer>,
     Path((server, session)): Path<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -370,10 +393,16 @@ async fn ws_sockjs(
         )
             .into_response();
     }
-    upgrade(st, peer, ws, true)
+    upgrade(st, peer, conn, ws, true)
 }
 
-fn upgrade(st: Arc<StreamState>, peer: SocketAddr, ws: WebSocketUpgrade, sockjs: bool) -> Response {
+fn upgrade(
+    st: Arc<StreamState>,
+    peer: SocketAddr,
+    conn: Arc<ConnState>,
+    ws: WebSocketUpgrade,
+    sockjs: bool,
+) -> Response {
     let Ok(permit) = Arc::clone(&st.connections).try_acquire_owned() else {
         st.mgmt
             .metrics
@@ -388,14 +417,16 @@ fn upgrade(st: Arc<StreamState>, peer: SocketAddr, ws: WebSocketUpgrade, sockjs:
     };
     ws.max_message_size(stomp::Limits::default().max_frame_bytes * 2)
         .on_upgrade(move |socket| async move {
+            // From here the stream's own cap and heart-beats govern this connection.
+            conn.became_stream();
             let id = st.next_id.fetch_add(1, Ordering::Relaxed);
             st.mgmt.metrics.stream_connections.inc();
             let span = tracing::info_span!("stream", id, peer = %peer);
             let _enter = span.enter();
             drop(_enter);
-            Session::new(st.clone(), peer, sockjs).run(socket).await;
+            let session = Session::new(st.clone(), peer, sockjs).run(socket);
+            st.sessions.track_future(session).await;
             st.mgmt.metrics.stream_connections.dec();
-            st.mgmt.hub.prune();
             drop(permit);
         })
 }
@@ -417,10 +448,12 @@ struct Session {
     peer: SocketAddr,
     sockjs: bool,
     principal: Option<Principal>,
-    subs: HashMap<String, JoinHandle<()>>,
+    subs: HashMap<String, CancellationToken>,
     push_tx: mpsc::Sender<Push>,
     push_rx: Option<mpsc::Receiver<Push>>,
     next_message: u64,
+    /// For an agent login: extensions being taken away, to close this session if it is one.
+    revocations: Option<broadcast::Receiver<String>>,
     heart_out: Option<Duration>,
     heart_in: Option<Duration>,
 }
@@ -450,6 +483,7 @@ impl Session {
             push_tx,
             push_rx: Some(push_rx),
             next_message: 0,
+            revocations: None,
             heart_out: None,
             heart_in: None,
         }
@@ -603,6 +637,21 @@ impl Session {
                         }
                     }
                 }
+                _ = self.st.shutdown.cancelled() => break,
+                revoked = next_revocation(&mut self.revocations) => {
+                    let gone = match (&revoked, &self.principal) {
+                        (Some(user), Some(Principal::Agent(id))) => *user == id.username,
+                        // Missed some: check the login directly.
+                        (None, Some(Principal::Agent(id))) => !self.agents().identity_current(id),
+                        _ => false,
+                    };
+                    if gone {
+                        self.refuse("revoked");
+                        let f = Frame::error("extension revoked", "the project owning this extension was finished; the number may be reallocated", None);
+                        let _ = self.send_frames(&mut ws, &[f]).await;
+                        break;
+                    }
+                }
                 _ = sleep_until(tick) => {
                     let now = tokio::time::Instant::now();
                     if in_deadline.is_some_and(|d| now >= d) {
@@ -617,8 +666,8 @@ impl Session {
                 }
             }
         }
-        for (_, h) in self.subs.drain() {
-            h.abort();
+        for (_, t) in self.subs.drain() {
+            t.cancel();
         }
         let _ = ws.send(Message::Close(None)).await;
     }
@@ -644,8 +693,8 @@ impl Session {
                 }
             }
             StompCommand::Unsubscribe => {
-                if let Some(h) = f.header("id").and_then(|id| self.subs.remove(id)) {
-                    h.abort();
+                if let Some(t) = f.header("id").and_then(|id| self.subs.remove(id)) {
+                    t.cancel();
                 }
             }
             StompCommand::Send => {
@@ -740,7 +789,10 @@ impl Session {
                 return Flow::Close;
             };
             match self.agents().verify_agent(login, pass) {
-                Some(id) => Principal::Agent(id),
+                Some(id) => {
+                    self.revocations = Some(self.agents().revocations.subscribe());
+                    Principal::Agent(id)
+                }
                 None => {
                     self.refuse("auth");
                     out.push(Frame::error(
@@ -802,6 +854,9 @@ impl Session {
         }
         match &self.principal {
             Some(Principal::Supervisor) => Ok(()),
+            Some(Principal::Agent(id)) if !self.agents().identity_current(id) => {
+                Err("extension revoked".into())
+            }
             Some(Principal::Agent(id)) => {
                 let own_project = |p: &str| id.project.as_ref().is_some_and(|x| x.as_str() == p);
                 let allowed = match kind {
@@ -840,30 +895,41 @@ impl Session {
         let mut rx = self.hub().subscribe(&dest);
         let tx = self.push_tx.clone();
         let sub = id.clone();
-        let h = tokio::spawn(async move {
+        let hub = Arc::clone(&self.st.mgmt.hub);
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        tokio::spawn(async move {
             loop {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = rx.recv() => r,
+                };
+                match next {
                     Ok(msg) => {
-                        if tx
-                            .send(Push::Message {
-                                sub: sub.clone(),
-                                msg,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
+                        let push = Push::Message {
+                            sub: sub.clone(),
+                            msg,
+                        };
+                        let sent = tokio::select! {
+                            _ = stop.cancelled() => false,
+                            r = tx.send(push) => r.is_ok(),
+                        };
+                        if !sent {
+                            break;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Push::Lagged(sub.clone())).await;
-                        return;
+                        let _ = tx.try_send(Push::Lagged(sub.clone()));
+                        break;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
+            // The receiver goes first, so the hub sees the topic unwatched and can drop it.
+            drop(rx);
+            hub.release(&dest);
         });
-        self.subs.insert(id, h);
+        self.subs.insert(id, token);
         Ok(())
     }
 
@@ -891,6 +957,9 @@ impl Session {
         if let Some(Principal::Agent(id)) = &self.principal {
             if id.username != user.as_str() {
                 return Err(format!("not allowed to change extension {user}"));
+            }
+            if !self.agents().identity_current(id) {
+                return Err("extension revoked".into());
             }
         }
         if self.agents().project_of(user.as_str()).as_ref() != Some(&project) {
@@ -921,6 +990,19 @@ impl Session {
                 .notify_result(&project, user.as_str(), false, &e.to_string()),
         }
         Ok(())
+    }
+}
+
+/// The next revoked extension; `None` when some were missed (the caller rechecks), pending
+/// forever for sessions that are not agent logins.
+async fn next_revocation(rx: &mut Option<broadcast::Receiver<String>>) -> Option<String> {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Ok(user) => Some(user),
+            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
