@@ -1005,3 +1005,49 @@ fn event_stream_connection_limit() {
     sup.close();
     agent.close();
 }
+
+/// A desktop logged in as an extension cannot act for whoever holds the number next: when the
+/// project finishes its session is closed, and a session of a disabled extension can no
+/// longer subscribe.
+#[test]
+fn stream_logins_end_with_their_extension() {
+    let d = Daemon::start(&config());
+    let api = Mgmt::new(d.listeners.http);
+    let cert = api.create_ok("P-old", 2);
+    let (user, pw) = api.claim(&cert);
+    let (user2, pw2) = api.claim(&cert);
+
+    // Disabled: the session stays (it sees the extension go away) but cannot subscribe anew.
+    let mut s2 = Stomp::connect(d.listeners.http, Framing::Raw, &agent_login(&user2, &pw2))
+        .unwrap_or_else(|e| d.fail(&format!("login: {e}")));
+    api.set_extension_status(&user2, "-1")
+        .ok("disable the second extension");
+    let refused = s2.subscribe("later", &format!("/topic/status/{user2}"));
+    assert!(
+        refused.is_err() || s2.wait_closed(Duration::from_secs(5)),
+        "a disabled extension's session could still subscribe: {}",
+        s2.transcript()
+    );
+
+    // Finished: the session is closed with an ERROR saying why.
+    let mut s = Stomp::connect(d.listeners.http, Framing::Raw, &agent_login(&user, &pw))
+        .unwrap_or_else(|e| d.fail(&format!("login: {e}")));
+    s.subscribe("st", &format!("/topic/status/{user}")).unwrap();
+    api.finish_project("P-old").ok("finish");
+    let err = s.next_frame_where(Duration::from_secs(5), |f| f.command == "ERROR");
+    assert!(
+        err.as_ref()
+            .and_then(|f| f.header("message"))
+            .is_some_and(|m| m.contains("revoked")),
+        "no revocation ERROR: {}",
+        s.transcript()
+    );
+    assert!(s.wait_closed(Duration::from_secs(5)));
+
+    // The number goes to a new project with a new password; the old one no longer logs in.
+    let cert = api.create_ok("P-new", 1);
+    let (again, new_pw) = api.claim(&cert);
+    assert_eq!(again, user, "the freed number is allocated again");
+    assert_ne!(new_pw, pw);
+    assert!(Stomp::connect(d.listeners.http, Framing::Raw, &agent_login(&user, &pw)).is_err());
+}
