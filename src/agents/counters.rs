@@ -354,6 +354,10 @@ pub struct DailyCounters {
     day: LocalDay,
     /// Its first instant (Unix ms).
     day_start_ms: u64,
+    /// The next day's first instant (Unix ms), cached so that a transition within the day
+    /// costs no time-zone arithmetic; 0 = not computed yet (rows written before it existed).
+    #[serde(default)]
+    day_end_ms: u64,
     /// Everything from `day_start_ms` up to here has been accounted; later instants not yet.
     accounted_until_ms: u64,
     /// The first instant today the agent was known to be signed in.
@@ -469,6 +473,7 @@ impl DailyCounters {
         DailyCounters {
             day: clock.day_of(now_ms),
             day_start_ms,
+            day_end_ms: clock.next_midnight_ms(day_start_ms),
             accounted_until_ms: day_start_ms,
             ..DailyCounters::default()
         }
@@ -656,10 +661,15 @@ impl DailyCounters {
         clock: &DayClock,
     ) -> Option<DailyCounters> {
         let now = now_ms.max(self.accounted_until_ms);
+        if self.day.is_set() && now < self.day_end_ms {
+            // Still the same day: the common case, answered without the time-zone database.
+            return None;
+        }
         let today = clock.day_of(now);
         // An earlier day can only come from a changed time zone: keep counting the current
         // day rather than going back.
         if self.day.is_set() && today <= self.day {
+            self.day_end_ms = clock.next_midnight_ms(self.day_start_ms);
             return None;
         }
         let finished = if self.day.is_set() {
@@ -677,6 +687,7 @@ impl DailyCounters {
         *self = DailyCounters {
             day: today,
             day_start_ms,
+            day_end_ms: clock.next_midnight_ms(day_start_ms),
             accounted_until_ms: day_start_ms.max(self.accounted_until_ms),
             last: self.last.take(),
             ..DailyCounters::default()

@@ -26,6 +26,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use rustc_hash::FxHashMap;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,9 @@ pub struct Outgoing {
 }
 
 pub struct Hub {
-    topics: RwLock<HashMap<Arc<str>, broadcast::Sender<Arc<Outgoing>>>>,
+    /// Keys are topic names the server builds itself (never attacker-chosen beyond an
+    /// authenticated subscriber's own destinations), so a fast non-keyed hash is fine here.
+    topics: RwLock<FxHashMap<Arc<str>, broadcast::Sender<Arc<Outgoing>>>>,
     /// Buffer of a project topic: it must hold one project-wide operation's worth of
     /// messages (every seat changing at once) for a supervisor that reads concurrently.
     capacity: usize,
@@ -123,7 +126,7 @@ impl Hub {
             .map(|k| (*k, metrics.stream_messages.with_label_values(&["out", k])))
             .collect();
         Self {
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(FxHashMap::default()),
             capacity: capacity.max(1),
             sent,
         }
