@@ -158,16 +158,6 @@ impl Hub {
         }
     }
 
-    /// Forgets topics whose last subscriber has gone.
-    pub fn prune(&self) {
-        let mut t = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        t.retain(|_, tx| tx.receiver_count() > 0);
-    }
-
-    pub fn topic_count(&self) -> usize {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Publishes to `topic`, building the body only if someone listens.
     pub fn publish(&self, topic: &str, body: impl FnOnce() -> serde_json::Value) {
         self.publish_text(topic, || body().to_string());
