@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint|stomp_frame] [SECONDS]`.
+# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint|stomp_frame|esl_frame] [SECONDS]`.
 #
 # Targets: sip_message (framing, parser, typed headers, serialization round trip) and endpoint
 # (the whole sans-IO request path: guard, parse, digest, registrar, reply encoding) and
 # stomp_frame (the event stream's STOMP decoder with an encode/re-parse round trip, and the
-# SockJS client-message parser).
+# SockJS client-message parser) and esl_frame (the FreeSWITCH Event Socket decoder and event
+# parsers).
 # libFuzzer needs nightly compiler flags; on this project's stable toolchain RUSTC_BOOTSTRAP=1
 # unlocks them for the fuzz build only. Seeds live in fuzz/seeds; the corpus grows in
 # fuzz/corpus/<target> (not committed).

@@ -13,3 +13,4 @@ pub mod events;
 pub mod metrics;
 pub mod sip;
 pub mod store;
+pub mod switch;
