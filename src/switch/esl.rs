@@ -485,15 +485,6 @@ fn merge_content_length(slot: &mut Option<u64>, value: &str) -> Result<(), EslEr
 // ---------------------------------------------------------------------------------------------
 // Percent-decoding
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// `None` on a malformed escape. `+` stays `+`.
 fn percent_decode(raw: &str) -> Option<Vec<u8>> {
     let bytes = raw.as_bytes();
@@ -501,9 +492,9 @@ fn percent_decode(raw: &str) -> Option<Vec<u8>> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hi = hex_value(*bytes.get(i + 1)?)?;
-            let lo = hex_value(*bytes.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
+            let mut byte = [0u8];
+            hex::decode_to_slice(bytes.get(i + 1..i + 3)?, &mut byte).ok()?;
+            out.push(byte[0]);
             i += 3;
         } else {
             out.push(bytes[i]);

@@ -1094,35 +1094,33 @@ impl Stomp {
 
     /// SEND with a JSON body (no receipt).
     pub fn send(&mut self, destination: &str, json: &Value) -> Result<(), String> {
+        self.send_json(destination, json, None)
+    }
+
+    fn send_json(
+        &mut self,
+        destination: &str,
+        json: &Value,
+        receipt: Option<&str>,
+    ) -> Result<(), String> {
         let body = json.to_string();
         let len = body.len().to_string();
-        self.send_frame(&Frame::new(
-            "SEND",
-            &[
-                ("destination", destination),
-                ("content-type", "application/json"),
-                ("content-length", &len),
-            ],
-            &body,
-        ))
+        let mut headers = vec![
+            ("destination", destination),
+            ("content-type", "application/json"),
+            ("content-length", len.as_str()),
+        ];
+        if let Some(r) = receipt {
+            headers.push(("receipt", r));
+        }
+        self.send_frame(&Frame::new("SEND", &headers, &body))
     }
 
     /// SEND with a JSON body and a receipt header; returns the receipt id (await it with
     /// [`Stomp::await_receipt`]).
     pub fn send_with_receipt(&mut self, destination: &str, json: &Value) -> Result<String, String> {
         let receipt = self.receipt_id("send");
-        let body = json.to_string();
-        let len = body.len().to_string();
-        self.send_frame(&Frame::new(
-            "SEND",
-            &[
-                ("destination", destination),
-                ("content-type", "application/json"),
-                ("content-length", &len),
-                ("receipt", &receipt),
-            ],
-            &body,
-        ))?;
+        self.send_json(destination, json, Some(&receipt))?;
         Ok(receipt)
     }
 
