@@ -6,10 +6,12 @@
 
 pub mod agents;
 pub mod api;
+pub mod cdr;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod grid;
 pub mod metrics;
 pub mod sip;
 pub mod store;

@@ -1,0 +1,5 @@
+//! The grid platform contract (seed 000 section 二): payload types in the contract's exact
+//! field names, enum encodings and time formats. Domain types stay elsewhere; this module only
+//! translates them.
+
+pub mod cdr;
