@@ -51,6 +51,99 @@ pub struct Config {
     pub agents: Vec<crate::agents::directory::Agent>,
     pub skill_groups: Vec<crate::agents::directory::SkillGroup>,
     pub access_numbers: Vec<crate::agents::directory::AccessNumber>,
+    pub esl: EslConfig,
+    pub cdr: CdrConfig,
+}
+
+/// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EslConfig {
+    /// Off by default: gridedge runs without a softswitch until one is configured.
+    pub enabled: bool,
+    /// `host:port` of mod_event_socket.
+    pub address: String,
+    /// The event socket password (FreeSWITCH's default is `ClueCon`). Prefer `password_file`.
+    pub password: String,
+    /// A file holding the password (first line), read at start-up; overrides `password`.
+    pub password_file: Option<PathBuf>,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub api_timeout_ms: u64,
+    /// Events queued for the consumer; beyond it events are dropped and a resync follows.
+    pub queue: usize,
+    /// Largest frame body accepted (`show channels as json` can be large).
+    pub max_frame_bytes: usize,
+}
+
+impl Default for EslConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: "127.0.0.1:8021".into(),
+            password: "ClueCon".into(),
+            password_file: None,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            api_timeout_ms: 10_000,
+            queue: 10_000,
+            max_frame_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[cdr]`: the mod_json_cdr receiver, its error-directory sweeper, reconciliation and the
+/// grid call-record format.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdrConfig {
+    /// Path of the receiver on the HTTP listener (mod_json_cdr's `url`).
+    pub receiver_path: String,
+    /// Source networks allowed to post CDRs; empty = loopback only.
+    pub allow: Vec<ipnet::IpNet>,
+    /// HTTP Basic credentials FreeSWITCH must send (`cred` in json_cdr.conf), `user:password`;
+    /// empty = none required.
+    pub credentials: String,
+    /// Largest accepted CDR post, in bytes.
+    pub max_body_bytes: usize,
+    /// mod_json_cdr / mod_xml_cdr `err-log-dir`s to sweep: FreeSWITCH never re-sends what it
+    /// writes there. Ingested files move to `<dir>/ingested/`, unreadable ones to `<dir>/refused/`.
+    pub error_dirs: Vec<PathBuf>,
+    pub sweep_interval_secs: u64,
+    /// Which legs FreeSWITCH posts documents for: all_legs (`log-b-leg=true`), a_leg_only, none.
+    pub documents: crate::cdr::reconcile::DocPolicy,
+    /// How long a call waits for missing legs or documents before it is built from what came.
+    pub settle_secs: u64,
+    /// Calls held open at once; beyond it the oldest is built early.
+    pub max_pending: usize,
+    /// strftime pattern of the grid record's times, and their zone.
+    pub time_format: String,
+    pub timezone: String,
+    /// Channel variables holding a recording id, in order of preference.
+    pub recording_variables: Vec<String>,
+    pub mapping: crate::cdr::mapping::CdrMapping,
+}
+
+impl Default for CdrConfig {
+    fn default() -> Self {
+        Self {
+            receiver_path: "/freeswitch/cdr".into(),
+            allow: Vec::new(),
+            credentials: String::new(),
+            max_body_bytes: 1024 * 1024,
+            error_dirs: Vec::new(),
+            sweep_interval_secs: 10,
+            documents: crate::cdr::reconcile::DocPolicy::AllLegs,
+            settle_secs: 60,
+            max_pending: 100_000,
+            time_format: "%Y-%m-%d %H:%M:%S".into(),
+            timezone: "Asia/Shanghai".into(),
+            recording_variables: crate::switch::leg::LegVariables::default().recording,
+            mapping: crate::cdr::mapping::CdrMapping::default(),
+        }
+    }
 }
 
 /// `[directory]`: where project extensions come from and what clients are told.
@@ -555,7 +648,64 @@ impl Config {
             return Err(invalid("sip.guard.max_tracked", "must be at least 16"));
         }
         self.validate_extensions()?;
-        self.validate_presence()
+        self.validate_presence()?;
+        self.validate_switch()
+    }
+
+    fn validate_switch(&self) -> Result<(), ConfigError> {
+        if self.esl.enabled {
+            if self.esl.address.trim().is_empty() || !self.esl.address.contains(':') {
+                return Err(invalid("esl.address", "must be host:port"));
+            }
+            if self.esl.password.contains(['\r', '\n']) {
+                return Err(invalid("esl.password", "must not contain line breaks"));
+            }
+        }
+        if self.esl.reconnect_min_ms == 0 || self.esl.reconnect_max_ms < self.esl.reconnect_min_ms {
+            return Err(invalid(
+                "esl.reconnect_max_ms",
+                "needs 0 < reconnect_min_ms <= reconnect_max_ms",
+            ));
+        }
+        if self.esl.queue == 0 {
+            return Err(invalid("esl.queue", "must be at least 1"));
+        }
+        if self.esl.max_frame_bytes < 64 * 1024 {
+            return Err(invalid("esl.max_frame_bytes", "must be at least 65536"));
+        }
+        if !self.cdr.receiver_path.starts_with('/') || self.cdr.receiver_path.len() < 2 {
+            return Err(invalid(
+                "cdr.receiver_path",
+                "must be an absolute path like /freeswitch/cdr",
+            ));
+        }
+        if !self.cdr.credentials.is_empty() && !self.cdr.credentials.contains(':') {
+            return Err(invalid("cdr.credentials", "must be user:password"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.cdr.max_body_bytes) {
+            return Err(invalid(
+                "cdr.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        if self.cdr.sweep_interval_secs == 0 {
+            return Err(invalid("cdr.sweep_interval_secs", "must be at least 1"));
+        }
+        if self.cdr.settle_secs == 0 || self.cdr.settle_secs > 86_400 {
+            return Err(invalid("cdr.settle_secs", "must be between 1 and 86400"));
+        }
+        if self.cdr.max_pending == 0 {
+            return Err(invalid("cdr.max_pending", "must be at least 1"));
+        }
+        crate::grid::cdr::TimeFormat::new(&self.cdr.time_format, &self.cdr.timezone)
+            .map_err(|e| invalid("cdr.time_format", e))?;
+        self.cdr.mapping.validate().map_err(|e| {
+            invalid(
+                format!("cdr.mapping.{}", e.split(' ').next().unwrap_or("")),
+                e,
+            )
+        })?;
+        Ok(())
     }
 
     fn validate_presence(&self) -> Result<(), ConfigError> {

@@ -27,6 +27,7 @@ use crate::api::mgmt::MgmtState;
 use crate::api::sign::{ApiAccount, Authenticator, SignConfig};
 use crate::api::stream::{Hub, StreamState};
 use crate::api::{self, ApiState};
+use crate::cdr::service::CdrService;
 use crate::clock::Now;
 use crate::config::{Config, LogFormat};
 use crate::metrics::Metrics;
@@ -41,6 +42,9 @@ use crate::sip::server::SipServer;
 use crate::sip::transport;
 use crate::sip::transport::listener::{self, Framing, StreamContext};
 use crate::store::{Durability, Store};
+use crate::switch::adapter::SwitchAdapter;
+use crate::switch::calls::ChannelTracker;
+use crate::switch::client::{EslClient, EslClientConfig};
 
 /// Lets SIGHUP change the log filter of the running subscriber.
 pub type LogHandle = reload::Handle<EnvFilter, Registry>;
@@ -316,6 +320,8 @@ pub async fn run(
 
     let tasks = TaskTracker::new();
     let mut bound = BoundAddrs::default();
+    let cdr = CdrService::open(&cfg, Arc::clone(&metrics), Now::system())
+        .context("opening the CDR store")?;
 
     // HTTP first, so /healthz answers while SIP comes up.
     let api_state = Arc::new(ApiState {
@@ -331,6 +337,14 @@ pub async fn run(
             Arc::clone(&api_state),
             mgmt_state.clone(),
             Arc::clone(&stream_state),
+            Arc::new(api::cdr::CdrReceiverState {
+                service: Arc::clone(&cdr),
+                metrics: Arc::clone(&metrics),
+                allow: cfg.cdr.allow.clone(),
+                credentials: cfg.cdr.credentials.clone(),
+                max_body_bytes: cfg.cdr.max_body_bytes,
+            }),
+            &cfg.cdr.receiver_path,
         );
         let token = shutdown.clone();
         let max_http = cfg.http.max_connections;
@@ -428,6 +442,28 @@ pub async fn run(
     tasks.spawn(Arc::clone(&server).run_sweeper(shutdown.clone()));
     tasks.spawn(Arc::clone(&agents).run_registrations(shutdown.clone()));
     tasks.spawn(Arc::clone(&agents).run_timers(shutdown.clone()));
+    tasks.spawn(Arc::clone(&cdr).run(shutdown.clone()));
+    tasks.spawn(Arc::clone(&cdr).run_sweeper(shutdown.clone()));
+    if cfg.esl.enabled {
+        let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(cfg.esl.queue);
+        let (_esl, esl_task) = EslClient::spawn(
+            esl_client_config(&cfg)?,
+            feed_tx,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = esl_task.await;
+        });
+        let adapter = SwitchAdapter {
+            agents: Arc::clone(&agents),
+            cdr: Arc::clone(&cdr),
+            sip: Arc::clone(&server),
+            metrics: Arc::clone(&metrics),
+            tracker: ChannelTracker::new(100_000, "gridedge_task"),
+        };
+        tasks.spawn(adapter.run(feed_rx, shutdown.clone()));
+    }
     // Presence is flushed by its own persister after the other tasks stop (see below).
     let presence_stop = CancellationToken::new();
     let presence_persister = tokio::spawn(Arc::clone(&agents).run_persister(presence_stop.clone()));
@@ -623,6 +659,28 @@ async fn wait_for_signals(
 /// Settings bound at start-up (sockets, files, buffers, the persister's pace) cannot change
 /// under a running daemon: the running values are kept, with a warning naming each one, so
 /// later reloads keep comparing against what is actually in force.
+/// The ESL client's settings; the password comes from `esl.password_file` when set.
+fn esl_client_config(cfg: &Config) -> anyhow::Result<EslClientConfig> {
+    let e = &cfg.esl;
+    let password = match &e.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("esl.password_file: cannot read {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        None => e.password.clone(),
+    };
+    let mut c = EslClientConfig::new(e.address.clone(), password);
+    c.reconnect_min = Duration::from_millis(e.reconnect_min_ms);
+    c.reconnect_max = Duration::from_millis(e.reconnect_max_ms);
+    c.connect_timeout = Duration::from_millis(e.connect_timeout_ms);
+    c.api_timeout = Duration::from_millis(e.api_timeout_ms);
+    c.feed_capacity = e.queue;
+    c.limits.max_body_bytes = e.max_frame_bytes;
+    Ok(c)
+}
+
 fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     let mut changed = Vec::new();
     macro_rules! keep {
@@ -634,6 +692,9 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         };
     }
     keep!(state.dir, "state.dir");
+    // The softswitch connection and the CDR pipeline are built once at start-up.
+    keep!(esl, "esl");
+    keep!(cdr, "cdr");
     // Project extensions' HA1 values are bound to the realm they were created in.
     keep!(sip.realm, "sip.realm");
     keep!(directory.key_file, "directory.key_file");

@@ -3,6 +3,7 @@
 //! WebSocket or SockJS, framed by [`stomp`] and [`sockjs`]). The grid's query routes join
 //! the same router in the forwarding issue.
 
+pub mod cdr;
 pub mod listener;
 pub mod mgmt;
 pub mod sign;
@@ -34,6 +35,8 @@ pub fn router(
     state: Arc<ApiState>,
     mgmt_state: Arc<mgmt::MgmtState>,
     stream_state: Arc<stream::StreamState>,
+    cdr_state: Arc<cdr::CdrReceiverState>,
+    cdr_path: &str,
 ) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -42,6 +45,7 @@ pub fn router(
         .with_state(state)
         .merge(mgmt::routes(mgmt_state))
         .merge(stream::routes(stream_state))
+        .merge(cdr::routes(cdr_path, cdr_state))
         .fallback(|uri: axum::http::Uri| async move {
             mgmt::error_body(StatusCode::NOT_FOUND, &format!("no route {}", uri.path()))
         })

@@ -13,7 +13,9 @@ use crate::sip::credentials::{Credential, CredentialTable};
 use crate::sip::digest::Algorithm;
 use crate::sip::location::{Binding, ConnectionId, Flow, Persist, Transport};
 
+mod cdr;
 mod directory;
+pub use cdr::LegInsert;
 pub use directory::PresenceRow;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,35 @@ const MIGRATIONS: &[&str] = &[
         counters    TEXT NOT NULL,
         updated_at  INTEGER NOT NULL
     );
+    "#,
+    // 3: call legs as received (ESL or CDR document), calls closed by the reconciler, and the
+    // grid call records built from them.
+    r#"
+    CREATE TABLE cdr_legs (
+        core_uuid    TEXT NOT NULL,
+        uuid         TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        call_key     TEXT NOT NULL,
+        leg          TEXT NOT NULL,
+        document     BLOB,
+        received_ms  INTEGER NOT NULL,
+        PRIMARY KEY (core_uuid, uuid, source)
+    ) WITHOUT ROWID;
+    CREATE INDEX cdr_legs_call ON cdr_legs (call_key);
+    CREATE TABLE cdr_calls (
+        call_key     TEXT PRIMARY KEY,
+        session_id   TEXT NOT NULL,
+        outcome      TEXT NOT NULL,
+        closed_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE call_records (
+        stream_number TEXT PRIMARY KEY,
+        call_key      TEXT NOT NULL,
+        segment       TEXT NOT NULL,
+        record        TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX call_records_call ON call_records (call_key);
     "#,
 ];
 

@@ -6,4 +6,10 @@
 //! handshake. The socket shell, reconnect and reconciliation (`api show channels as json`)
 //! and the CDR receiver come later and build on it.
 
+pub mod adapter;
+pub mod calls;
+pub mod client;
 pub mod esl;
+pub mod leg;
+pub mod raw_cdr;
+pub mod xml_cdr;

@@ -1,0 +1,503 @@
+//! The CDR shell: takes legs from the ESL client, the mod_json_cdr receiver and the
+//! error-directory sweeper; commits each before acknowledging it; runs the reconciler's timer;
+//! builds closed calls into records, commits them, and announces them as [`CdrReady`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::builder::{build_call, CdrDirectory};
+use super::mapping::CdrMapping;
+use super::reconcile::{Added, ClosedCall, LegSource, Reconciler};
+use super::record::{AgentRef, CallRecord};
+use crate::clock::Now;
+use crate::config::Config;
+use crate::grid::cdr::TimeFormat;
+use crate::metrics::Metrics;
+use crate::store::{Durability, LegInsert, Store, StoreError};
+use crate::switch::esl::EslEvent;
+use crate::switch::leg::{Leg, LegError, LegVariables};
+use crate::switch::raw_cdr::{self, CdrError, CdrLimits, PostEncoding, RawCdr};
+
+/// A call's records, committed; the grid forwarder's input.
+#[derive(Debug, Clone)]
+pub struct CdrReady {
+    pub call_key: String,
+    pub records: Vec<CallRecord>,
+}
+
+/// Where a CDR document came from, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentOrigin {
+    Post,
+    Sweeper,
+}
+
+impl DocumentOrigin {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Post => "post",
+            Self::Sweeper => "sweeper",
+        }
+    }
+}
+
+/// Why a document or event was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The input itself is bad: the sender should not retry it (HTTP 400).
+    #[error(transparent)]
+    Document(#[from] CdrError),
+    #[error(transparent)]
+    Leg(#[from] LegError),
+    /// Our side failed: the sender should retry (HTTP 503).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    pub fn is_input_error(&self) -> bool {
+        !matches!(self, Self::Store(_))
+    }
+}
+
+/// What happened to an accepted leg.
+pub type Ingested = LegInsert;
+
+/// The directory as the builder sees it: agents by extension, skill groups, extensions.
+/// Rebuilt from the store every few seconds rather than per call.
+#[derive(Debug, Default)]
+struct DirectorySnapshot {
+    agents: HashMap<String, (AgentRef, Vec<String>)>,
+    groups: HashMap<String, String>,
+    group_by_name: HashMap<String, String>,
+    extensions: HashSet<String>,
+    loaded_ms: u64,
+}
+
+impl DirectorySnapshot {
+    fn load(store: &Store, now_ms: u64) -> Result<DirectorySnapshot, StoreError> {
+        let mut snap = DirectorySnapshot {
+            loaded_ms: now_ms,
+            ..DirectorySnapshot::default()
+        };
+        for a in store.agents()? {
+            if let Some(ext) = a.extension.clone() {
+                snap.agents.insert(
+                    ext.clone(),
+                    (
+                        AgentRef {
+                            extension: ext,
+                            agent_id: a.agent_id,
+                            name: a.name,
+                            org_no: a.org_no,
+                            org_name: a.org_name,
+                        },
+                        a.skill_groups,
+                    ),
+                );
+            }
+        }
+        for g in store.skill_groups()? {
+            snap.group_by_name.insert(g.name.clone(), g.id.clone());
+            snap.groups.insert(g.id, g.name);
+        }
+        let mut stmt = store.connection().prepare("SELECT user FROM extensions")?;
+        let users = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for u in users {
+            snap.extensions.insert(u?);
+        }
+        Ok(snap)
+    }
+}
+
+impl CdrDirectory for DirectorySnapshot {
+    fn agent_at(&self, extension: &str) -> Option<AgentRef> {
+        self.agents.get(extension).map(|(a, _)| a.clone())
+    }
+
+    fn is_extension(&self, user: &str) -> bool {
+        self.extensions.contains(user) || self.agents.contains_key(user)
+    }
+
+    fn skill_group(&self, key: &str) -> Option<(String, String)> {
+        if let Some(name) = self.groups.get(key) {
+            return Some((key.to_owned(), name.clone()));
+        }
+        self.group_by_name
+            .get(key)
+            .map(|id| (id.clone(), key.to_owned()))
+    }
+
+    fn agent_skill_group(&self, extension: &str) -> Option<(String, String)> {
+        let (_, groups) = self.agents.get(extension)?;
+        let id = groups.first()?;
+        Some((id.clone(), self.groups.get(id).cloned().unwrap_or_default()))
+    }
+}
+
+const DIRECTORY_REFRESH_MS: u64 = 5_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct CdrService {
+    /// Synchronous=FULL: a leg acknowledged to FreeSWITCH must survive a power cut.
+    store: Mutex<Store>,
+    core: Mutex<Reconciler>,
+    directory: Mutex<DirectorySnapshot>,
+    mapping: CdrMapping,
+    time: TimeFormat,
+    vars: LegVariables,
+    limits: CdrLimits,
+    metrics: Arc<Metrics>,
+    ready: broadcast::Sender<CdrReady>,
+    wake: Notify,
+    error_dirs: Vec<PathBuf>,
+    sweep_interval: Duration,
+}
+
+impl CdrService {
+    /// Opens the CDR store and re-feeds every leg of calls not built before the last stop.
+    pub fn open(cfg: &Config, metrics: Arc<Metrics>, now: Now) -> anyhow::Result<Arc<CdrService>> {
+        let store = Store::open(&cfg.db_path(), Durability::Full)?;
+        let c = &cfg.cdr;
+        let mut core = Reconciler::new(c.settle_secs * 1000, c.documents, c.max_pending);
+        let open = store.open_legs()?;
+        let reopened = open.len();
+        for (leg, source) in open {
+            core.add(leg, source, now.unix_ms);
+        }
+        if reopened > 0 {
+            tracing::info!(
+                legs = reopened,
+                calls = core.pending(),
+                "reopened unbuilt calls"
+            );
+        }
+        metrics.cdr_calls_pending.set(core.pending() as i64);
+        let directory = DirectorySnapshot::load(&store, now.unix_ms)?;
+        let time = TimeFormat::new(&c.time_format, &c.timezone).map_err(anyhow::Error::msg)?;
+        let vars = LegVariables {
+            recording: c.recording_variables.clone(),
+            ..LegVariables::default()
+        };
+        Ok(Arc::new(CdrService {
+            store: Mutex::new(store),
+            core: Mutex::new(core),
+            directory: Mutex::new(directory),
+            mapping: c.mapping.clone(),
+            time,
+            vars,
+            limits: CdrLimits {
+                max_bytes: c.max_body_bytes,
+                ..CdrLimits::default()
+            },
+            metrics,
+            ready: broadcast::channel(4096).0,
+            wake: Notify::new(),
+            error_dirs: c.error_dirs.clone(),
+            sweep_interval: Duration::from_secs(c.sweep_interval_secs),
+        }))
+    }
+
+    /// Every call's records as they are committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<CdrReady> {
+        self.ready.subscribe()
+    }
+
+    pub fn time_format(&self) -> &TimeFormat {
+        &self.time
+    }
+
+    pub fn limits(&self) -> &CdrLimits {
+        &self.limits
+    }
+
+    /// Takes one CDR document (a mod_json_cdr POST body or a swept file): parses it, commits
+    /// the leg, then hands it to the reconciler. Blocking (SQLite); call from a blocking
+    /// context. On `Ok` the leg is durable.
+    pub fn ingest_document(
+        &self,
+        body: &[u8],
+        content_type: Option<&str>,
+        origin: DocumentOrigin,
+        now_ms: u64,
+    ) -> Result<Ingested, IngestError> {
+        let result = self.ingest_document_inner(body, content_type, now_ms);
+        let label = match &result {
+            Ok(LegInsert::New) => "stored",
+            Ok(LegInsert::Duplicate) => "duplicate",
+            Ok(LegInsert::Late) => "late",
+            Err(e) if e.is_input_error() => "refused",
+            Err(_) => "error",
+        };
+        self.metrics
+            .cdr_legs
+            .with_label_values(&[origin.label(), label])
+            .inc();
+        result
+    }
+
+    fn ingest_document_inner(
+        &self,
+        body: &[u8],
+        content_type: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Ingested, IngestError> {
+        let encoding = PostEncoding::from_content_type(content_type, body);
+        let text = raw_cdr::unwrap_post(body, encoding, &self.limits)?;
+        let raw = parse_document(&text, &self.limits)?;
+        let leg = Leg::from_raw(&raw, &self.vars)?;
+        self.accept(leg, LegSource::Document, Some(&text), now_ms)
+    }
+
+    /// Takes an ESL `CHANNEL_HANGUP_COMPLETE`.
+    pub fn ingest_hangup_event(
+        &self,
+        event: &EslEvent,
+        now_ms: u64,
+    ) -> Result<Ingested, IngestError> {
+        let raw = RawCdr::from_hangup_event(event);
+        let result = Leg::from_raw(&raw, &self.vars)
+            .map_err(IngestError::from)
+            .and_then(|leg| self.accept(leg, LegSource::Esl, None, now_ms));
+        let label = match &result {
+            Ok(LegInsert::New) => "stored",
+            Ok(LegInsert::Duplicate) => "duplicate",
+            Ok(LegInsert::Late) => "late",
+            Err(e) if e.is_input_error() => "refused",
+            Err(_) => "error",
+        };
+        self.metrics
+            .cdr_legs
+            .with_label_values(&["esl", label])
+            .inc();
+        result
+    }
+
+    fn accept(
+        &self,
+        leg: Leg,
+        source: LegSource,
+        document: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<Ingested, IngestError> {
+        let outcome = lock(&self.store).insert_leg(&leg, source, document, now_ms)?;
+        match outcome {
+            LegInsert::New => {
+                let added = lock(&self.core).add(leg, source, now_ms);
+                debug_assert_eq!(added, Added::New);
+                self.wake.notify_one();
+            }
+            LegInsert::Late => {
+                self.metrics
+                    .cdr_reconciliation
+                    .with_label_values(&["late_leg"])
+                    .inc();
+                tracing::info!(leg = %leg.key.uuid, "leg arrived after its call was built");
+            }
+            LegInsert::Duplicate => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Builds and commits every call the reconciler closes at `now_ms`; returns how many.
+    pub fn close_due(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let closed: Vec<ClosedCall> = lock(&self.core).poll(now_ms);
+        self.metrics
+            .cdr_calls_pending
+            .set(lock(&self.core).pending() as i64);
+        if closed.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        let mut store = lock(&self.store);
+        {
+            let mut dir = lock(&self.directory);
+            if now_ms.saturating_sub(dir.loaded_ms) >= DIRECTORY_REFRESH_MS {
+                *dir = DirectorySnapshot::load(&store, now_ms)?;
+            }
+        }
+        for call in closed {
+            let records = build_call(&call.legs, &*lock(&self.directory), &self.mapping);
+            let fresh = match store.close_call(&call.key, call.outcome, &records, now_ms) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Put it back so the next tick retries; nothing is lost.
+                    let mut core = lock(&self.core);
+                    for leg in call.legs {
+                        core.add(leg, LegSource::Document, now_ms);
+                    }
+                    return Err(e);
+                }
+            };
+            if !fresh {
+                continue;
+            }
+            n += 1;
+            self.metrics
+                .cdr_reconciliation
+                .with_label_values(&[call.outcome.as_str()])
+                .inc();
+            for r in &records {
+                self.metrics
+                    .cdrs_built
+                    .with_label_values(&[r.segment.as_str()])
+                    .inc();
+            }
+            let _ = self.ready.send(CdrReady {
+                call_key: call.key.to_text(),
+                records,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Records built for a call, from the store.
+    pub fn records_of(
+        &self,
+        key: &super::reconcile::CallKey,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        lock(&self.store).call_records(key)
+    }
+
+    /// The reconciler's timer: closes calls when they complete or settle.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let now = Now::system().unix_ms;
+            let this = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || this.close_due(now)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "building call records failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "CDR builder task failed"),
+            }
+            let next = lock(&self.core).next_deadline();
+            let wait = next.map_or(Duration::from_secs(3600), |d| {
+                Duration::from_millis(d.saturating_sub(Now::system().unix_ms).clamp(10, 3_600_000))
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The error-directory sweeper: mod_json_cdr writes a CDR there when every post failed
+    /// and never sends it again. Each file is ingested (idempotently, so a file already
+    /// posted is a duplicate) and moved to `ingested/`; a file that does not parse is left
+    /// for one more pass (it may still be being written) and then moved to `refused/`.
+    pub async fn run_sweeper(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.error_dirs.is_empty() {
+            return;
+        }
+        let mut strikes: HashMap<PathBuf, u32> = HashMap::new();
+        loop {
+            let this = Arc::clone(&self);
+            let mut s = std::mem::take(&mut strikes);
+            let r = tokio::task::spawn_blocking(move || {
+                let now = Now::system().unix_ms;
+                for dir in &this.error_dirs {
+                    this.sweep_dir(dir, &mut s, now);
+                }
+                s
+            })
+            .await;
+            match r {
+                Ok(s) => strikes = s,
+                Err(e) => tracing::error!(error = %e, "CDR sweeper failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.sweep_interval) => {}
+            }
+        }
+    }
+
+    /// One pass over one directory. Public for tests, which drive it without timers.
+    pub fn sweep_dir(&self, dir: &Path, strikes: &mut HashMap<PathBuf, u32>, now_ms: u64) -> usize {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read CDR error directory");
+                return 0;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(".cdr.json") || n.ends_with(".cdr.xml"))
+            })
+            .collect();
+        files.sort();
+        let mut taken = 0;
+        for path in files {
+            let body = match std::fs::metadata(&path) {
+                Ok(m) if m.len() as usize > self.limits.max_bytes => None,
+                Ok(_) => std::fs::read(&path).ok(),
+                Err(_) => continue,
+            };
+            let result = match &body {
+                Some(b) => self.ingest_document(b, None, DocumentOrigin::Sweeper, now_ms),
+                None => Err(IngestError::Document(CdrError::TooLarge {
+                    limit: self.limits.max_bytes,
+                })),
+            };
+            match result {
+                Ok(_) => {
+                    strikes.remove(&path);
+                    move_into(&path, "ingested");
+                    taken += 1;
+                }
+                Err(e) if e.is_input_error() => {
+                    let n = strikes.entry(path.clone()).or_insert(0);
+                    *n += 1;
+                    // A torn file (FreeSWITCH writes without fsync) may complete by the next
+                    // pass; after two failures it is set aside, never deleted.
+                    if *n >= 2 {
+                        tracing::warn!(file = %path.display(), error = %e, "unreadable CDR file set aside");
+                        strikes.remove(&path);
+                        move_into(&path, "refused");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "CDR file not stored; will retry");
+                    break;
+                }
+            }
+        }
+        taken
+    }
+}
+
+fn move_into(path: &Path, sub: &str) {
+    let Some(parent) = path.parent() else { return };
+    let target_dir = parent.join(sub);
+    if let Err(e) = std::fs::create_dir_all(&target_dir) {
+        tracing::error!(dir = %target_dir.display(), error = %e, "cannot create sweeper directory");
+        return;
+    }
+    if let Some(name) = path.file_name() {
+        if let Err(e) = std::fs::rename(path, target_dir.join(name)) {
+            tracing::error!(file = %path.display(), error = %e, "cannot move swept CDR file");
+        }
+    }
+}
+
+/// A JSON or XML CDR document, told apart by its first byte.
+pub fn parse_document(text: &[u8], limits: &CdrLimits) -> Result<RawCdr, CdrError> {
+    match text.trim_ascii_start().first() {
+        Some(b'<') => crate::switch::xml_cdr::parse_xml(text, limits),
+        _ => raw_cdr::parse_json(text, limits),
+    }
+}

@@ -1,0 +1,142 @@
+//! Call legs, closed calls and grid call records.
+//!
+//! A leg is committed here before its sender is acknowledged (the mod_json_cdr post gets its
+//! 2xx only after the commit), and a call's records are committed in the same transaction
+//! that marks the call closed, so a crash between the two cannot build a call twice or lose it.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Store, StoreError};
+use crate::cdr::reconcile::{CallKey, LegSource, Outcome};
+use crate::cdr::record::CallRecord;
+use crate::switch::leg::Leg;
+
+/// What storing a leg found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegInsert {
+    New,
+    /// This source already delivered this leg (a retried post, a re-swept file).
+    Duplicate,
+    /// The leg's call was already built; the leg is kept for reference but builds nothing.
+    Late,
+}
+
+impl Store {
+    /// Stores a leg description. Idempotent on (core uuid, leg uuid, source).
+    pub fn insert_leg(
+        &mut self,
+        leg: &Leg,
+        source: LegSource,
+        document: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<LegInsert, StoreError> {
+        let key = CallKey::of(leg).to_text();
+        let json = serde_json::to_string(leg).map_err(|e| {
+            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        })?;
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO cdr_legs (core_uuid, uuid, source, call_key, leg, document, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                leg.key.core_uuid,
+                leg.key.uuid,
+                source.as_str(),
+                key,
+                json,
+                document,
+                now_ms as i64
+            ],
+        )?;
+        let closed: bool = tx
+            .query_row(
+                "SELECT 1 FROM cdr_calls WHERE call_key = ?1",
+                [&key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        tx.commit()?;
+        Ok(match (inserted, closed) {
+            (0, _) => LegInsert::Duplicate,
+            (_, true) => LegInsert::Late,
+            _ => LegInsert::New,
+        })
+    }
+
+    /// Legs of calls not built yet, for the reconciler after a restart.
+    pub fn open_legs(&self) -> Result<Vec<(Leg, LegSource)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT leg, source FROM cdr_legs
+             WHERE call_key NOT IN (SELECT call_key FROM cdr_calls)
+             ORDER BY received_ms",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (leg, source) = row?;
+            // A row this binary cannot read is skipped, not fatal: the rest still build.
+            match (serde_json::from_str::<Leg>(&leg), LegSource::parse(&source)) {
+                (Ok(leg), Some(source)) => out.push((leg, source)),
+                _ => tracing::warn!(source, "unreadable stored call leg skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a call closed and stores its records, atomically. Returns false (and stores
+    /// nothing) when the call was already closed.
+    pub fn close_call(
+        &mut self,
+        key: &CallKey,
+        outcome: Outcome,
+        records: &[CallRecord],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_text();
+        let session = records.first().map(|r| r.session_id.as_str()).unwrap_or("");
+        let tx = self.conn.transaction()?;
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO cdr_calls (call_key, session_id, outcome, closed_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![key, session, outcome.as_str(), now_ms as i64],
+        )?;
+        if fresh == 0 {
+            return Ok(false);
+        }
+        for r in records {
+            let json = serde_json::to_string(r).map_err(|e| {
+                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            })?;
+            tx.execute(
+                "INSERT INTO call_records (stream_number, call_key, segment, record, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.stream_number, key, r.segment.as_str(), json, now_ms as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Every record built for a call, in stream-number order.
+    pub fn call_records(&self, key: &CallKey) -> Result<Vec<CallRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT record FROM call_records WHERE call_key = ?1 ORDER BY stream_number",
+        )?;
+        let rows = stmt.query_map([key.to_text()], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(r) = serde_json::from_str(&row?) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many call records exist in all.
+    pub fn call_record_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM call_records", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+}
