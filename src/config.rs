@@ -118,6 +118,9 @@ pub struct CdrConfig {
     pub settle_secs: u64,
     /// Calls held open at once; beyond it the oldest is built early.
     pub max_pending: usize,
+    /// Days the received legs (with their raw documents) are kept after their call was built;
+    /// the call records themselves stay. 0 = keep forever.
+    pub leg_retention_days: u64,
     /// strftime pattern of the grid record's times, and their zone.
     pub time_format: String,
     pub timezone: String,
@@ -138,6 +141,7 @@ impl Default for CdrConfig {
             documents: crate::cdr::reconcile::DocPolicy::AllLegs,
             settle_secs: 60,
             max_pending: 100_000,
+            leg_retention_days: 30,
             time_format: "%Y-%m-%d %H:%M:%S".into(),
             timezone: "Asia/Shanghai".into(),
             recording_variables: crate::switch::leg::LegVariables::default().recording,

@@ -160,7 +160,12 @@ pub struct CdrService {
     wake: Notify,
     error_dirs: Vec<PathBuf>,
     sweep_interval: Duration,
+    leg_retention_ms: Option<u64>,
+    last_prune_ms: Mutex<u64>,
 }
+
+/// How often old legs are pruned.
+const PRUNE_INTERVAL_MS: u64 = 3_600_000;
 
 impl CdrService {
     /// Opens the CDR store and re-feeds every leg of calls not built before the last stop.
@@ -203,6 +208,9 @@ impl CdrService {
             wake: Notify::new(),
             error_dirs: c.error_dirs.clone(),
             sweep_interval: Duration::from_secs(c.sweep_interval_secs),
+            leg_retention_ms: (c.leg_retention_days > 0)
+                .then(|| c.leg_retention_days.saturating_mul(86_400_000)),
+            last_prune_ms: Mutex::new(0),
         }))
     }
 
@@ -307,6 +315,25 @@ impl CdrService {
         Ok(outcome)
     }
 
+    /// Removes the legs of calls built more than the retention ago, at most hourly.
+    pub fn prune(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let Some(retention) = self.leg_retention_ms else {
+            return Ok(0);
+        };
+        {
+            let mut last = lock(&self.last_prune_ms);
+            if now_ms.saturating_sub(*last) < PRUNE_INTERVAL_MS {
+                return Ok(0);
+            }
+            *last = now_ms;
+        }
+        let n = lock(&self.store).prune_legs(now_ms.saturating_sub(retention))?;
+        if n > 0 {
+            tracing::info!(legs = n, "pruned the legs of old calls");
+        }
+        Ok(n)
+    }
+
     /// Builds and commits every call the reconciler closes at `now_ms`; returns how many.
     pub fn close_due(&self, now_ms: u64) -> Result<usize, StoreError> {
         let closed: Vec<ClosedCall> = lock(&self.core).poll(now_ms);
@@ -372,13 +399,17 @@ impl CdrService {
         loop {
             let now = Now::system().unix_ms;
             let this = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || this.close_due(now)).await {
+            match tokio::task::spawn_blocking(move || {
+                this.close_due(now).and_then(|_| this.prune(now))
+            })
+            .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "building call records failed; retrying"),
                 Err(e) => tracing::error!(error = %e, "CDR builder task failed"),
             }
             let next = lock(&self.core).next_deadline();
-            let wait = next.map_or(Duration::from_secs(3600), |d| {
+            let wait = next.map_or(Duration::from_millis(PRUNE_INTERVAL_MS), |d| {
                 Duration::from_millis(d.saturating_sub(Now::system().unix_ms).clamp(10, 3_600_000))
             });
             tokio::select! {

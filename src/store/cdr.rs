@@ -131,6 +131,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Drops the stored legs (and their documents, the bulk of the table) of calls closed
+    /// before `before_ms`; the calls and their records stay. Returns the rows removed.
+    pub fn prune_legs(&mut self, before_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM cdr_legs WHERE call_key IN
+               (SELECT call_key FROM cdr_calls WHERE closed_ms < ?1)",
+            [before_ms as i64],
+        )?)
+    }
+
     /// How many call records exist in all.
     pub fn call_record_count(&self) -> Result<u64, StoreError> {
         Ok(self
@@ -138,5 +148,85 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM call_records", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdr::builder::{build_call, CdrDirectory};
+    use crate::cdr::mapping::CdrMapping;
+    use crate::cdr::record::AgentRef;
+    use crate::store::Durability;
+    use crate::switch::leg::LegVariables;
+    use crate::switch::raw_cdr::{parse_json, CdrLimits};
+
+    struct NoDir;
+    impl CdrDirectory for NoDir {
+        fn agent_at(&self, _: &str) -> Option<AgentRef> {
+            None
+        }
+        fn is_extension(&self, _: &str) -> bool {
+            false
+        }
+        fn skill_group(&self, _: &str) -> Option<(String, String)> {
+            None
+        }
+        fn agent_skill_group(&self, _: &str) -> Option<(String, String)> {
+            None
+        }
+    }
+
+    fn leg(name: &str) -> Leg {
+        let path = format!(
+            "{}/tests/fixtures/freeswitch/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let raw = parse_json(&std::fs::read(path).unwrap(), &CdrLimits::default()).unwrap();
+        Leg::from_raw(&raw, &LegVariables::default()).unwrap()
+    }
+
+    #[test]
+    fn legs_are_idempotent_calls_close_once_and_late_legs_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db"), Durability::Full).unwrap();
+        let a = leg("cdr-inbound-cancelled-aleg-2025.json");
+        let b = leg("cdr-outbound-cancelled-bleg-2025.json");
+        assert_eq!(
+            s.insert_leg(&a, LegSource::Document, Some(b"{}"), 1)
+                .unwrap(),
+            LegInsert::New
+        );
+        assert_eq!(
+            s.insert_leg(&a, LegSource::Document, Some(b"{}"), 2)
+                .unwrap(),
+            LegInsert::Duplicate
+        );
+        assert_eq!(
+            s.insert_leg(&a, LegSource::Esl, None, 3).unwrap(),
+            LegInsert::New,
+            "the ESL description of the same leg is kept beside the document"
+        );
+        assert_eq!(s.open_legs().unwrap().len(), 2);
+
+        let key = CallKey::of(&a);
+        let records = build_call(&[a.clone()], &NoDir, &CdrMapping::default());
+        assert!(s.close_call(&key, Outcome::Both, &records, 10).unwrap());
+        assert!(
+            !s.close_call(&key, Outcome::Both, &records, 11).unwrap(),
+            "a call is closed once"
+        );
+        assert_eq!(s.call_records(&key).unwrap(), records);
+        assert!(s.open_legs().unwrap().is_empty());
+        assert_eq!(
+            s.insert_leg(&b, LegSource::Document, None, 12).unwrap(),
+            LegInsert::Late
+        );
+        assert_eq!(s.call_record_count().unwrap(), records.len() as u64);
+
+        // Pruning drops the legs of calls closed before the cut-off, never the records.
+        assert_eq!(s.prune_legs(10).unwrap(), 0);
+        assert_eq!(s.prune_legs(11).unwrap(), 3);
+        assert_eq!(s.call_records(&key).unwrap(), records);
     }
 }
