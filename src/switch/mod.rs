@@ -13,3 +13,4 @@ pub mod esl;
 pub mod leg;
 pub mod raw_cdr;
 pub mod xml_cdr;
+pub mod callcenter;
