@@ -56,7 +56,7 @@ pub struct Config {
 }
 
 /// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EslConfig {
     /// Off by default: gridedge runs without a softswitch until one is configured.
@@ -75,6 +75,23 @@ pub struct EslConfig {
     pub queue: usize,
     /// Largest frame body accepted (`show channels as json` can be large).
     pub max_frame_bytes: usize,
+}
+
+impl std::fmt::Debug for EslConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EslConfig")
+            .field("enabled", &self.enabled)
+            .field("address", &self.address)
+            .field("password", &"<redacted>")
+            .field("password_file", &self.password_file)
+            .field("reconnect_min_ms", &self.reconnect_min_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("api_timeout_ms", &self.api_timeout_ms)
+            .field("queue", &self.queue)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .finish()
+    }
 }
 
 impl Default for EslConfig {
@@ -96,7 +113,7 @@ impl Default for EslConfig {
 
 /// `[cdr]`: the mod_json_cdr receiver, its error-directory sweeper, reconciliation and the
 /// grid call-record format.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdrConfig {
     /// Path of the receiver on the HTTP listener (mod_json_cdr's `url`).
@@ -116,6 +133,9 @@ pub struct CdrConfig {
     pub documents: crate::cdr::reconcile::DocPolicy,
     /// How long a call waits for missing legs or documents before it is built from what came.
     pub settle_secs: u64,
+    /// How long a call whose first leg has not been seen waits for it (a caller may still be
+    /// queued after an agent leg ended); at least `settle_secs`.
+    pub orphan_secs: u64,
     /// Calls held open at once; beyond it the oldest is built early.
     pub max_pending: usize,
     /// Days the received legs (with their raw documents) are kept after their call was built;
@@ -129,6 +149,31 @@ pub struct CdrConfig {
     pub mapping: crate::cdr::mapping::CdrMapping,
 }
 
+impl std::fmt::Debug for CdrConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CdrConfig")
+            .field("receiver_path", &self.receiver_path)
+            .field("allow", &self.allow)
+            .field(
+                "credentials",
+                &(!self.credentials.is_empty()).then_some("<redacted>"),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("error_dirs", &self.error_dirs)
+            .field("sweep_interval_secs", &self.sweep_interval_secs)
+            .field("documents", &self.documents)
+            .field("settle_secs", &self.settle_secs)
+            .field("orphan_secs", &self.orphan_secs)
+            .field("max_pending", &self.max_pending)
+            .field("leg_retention_days", &self.leg_retention_days)
+            .field("time_format", &self.time_format)
+            .field("timezone", &self.timezone)
+            .field("recording_variables", &self.recording_variables)
+            .field("mapping", &self.mapping)
+            .finish()
+    }
+}
+
 impl Default for CdrConfig {
     fn default() -> Self {
         Self {
@@ -140,6 +185,7 @@ impl Default for CdrConfig {
             sweep_interval_secs: 10,
             documents: crate::cdr::reconcile::DocPolicy::AllLegs,
             settle_secs: 60,
+            orphan_secs: 4 * 3600,
             max_pending: 100_000,
             leg_retention_days: 30,
             time_format: "%Y-%m-%d %H:%M:%S".into(),
@@ -683,6 +729,16 @@ impl Config {
                 "must be an absolute path like /freeswitch/cdr",
             ));
         }
+        // Peers are matched as IPv4 when they are IPv4-mapped, so such a rule would never match.
+        if let Some(net) = self.cdr.allow.iter().find(|n| match n {
+            ipnet::IpNet::V6(v6) => v6.addr().to_ipv4_mapped().is_some(),
+            ipnet::IpNet::V4(_) => false,
+        }) {
+            return Err(invalid(
+                "cdr.allow",
+                format!("{net} is IPv4-mapped; write the IPv4 network instead"),
+            ));
+        }
         if !self.cdr.credentials.is_empty() && !self.cdr.credentials.contains(':') {
             return Err(invalid("cdr.credentials", "must be user:password"));
         }
@@ -1000,6 +1056,18 @@ mod tests {
         );
         assert!(err("[[extensions]]\nuser=\"1\"\nha1_md5=\"zz\"\n")
             .starts_with("extensions[0].ha1_md5"));
+    }
+
+    #[test]
+    fn switch_secrets_are_redacted_from_debug() {
+        let cfg = Config::parse(
+            "[esl]\npassword = \"esl-secret-42\"\n[cdr]\ncredentials = \"fs:cdr-secret-43\"\n",
+        )
+        .unwrap();
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("esl-secret-42"), "{text}");
+        assert!(!text.contains("cdr-secret-43"), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 
     #[test]

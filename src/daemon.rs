@@ -45,6 +45,7 @@ use crate::store::{Durability, Store};
 use crate::switch::adapter::SwitchAdapter;
 use crate::switch::calls::ChannelTracker;
 use crate::switch::client::{EslClient, EslClientConfig};
+use crate::switch::leg::LegVariables;
 
 /// Lets SIGHUP change the log filter of the running subscriber.
 pub type LogHandle = reload::Handle<EnvFilter, Registry>;
@@ -460,7 +461,7 @@ pub async fn run(
             cdr: Arc::clone(&cdr),
             sip: Arc::clone(&server),
             metrics: Arc::clone(&metrics),
-            tracker: ChannelTracker::new(100_000, "gridedge_task"),
+            tracker: ChannelTracker::new(100_000, &LegVariables::default().task_code),
         };
         tasks.spawn(adapter.run(feed_rx, shutdown.clone()));
     }
@@ -656,9 +657,6 @@ async fn wait_for_signals(
     }
 }
 
-/// Settings bound at start-up (sockets, files, buffers, the persister's pace) cannot change
-/// under a running daemon: the running values are kept, with a warning naming each one, so
-/// later reloads keep comparing against what is actually in force.
 /// The ESL client's settings; the password comes from `esl.password_file` when set.
 fn esl_client_config(cfg: &Config) -> anyhow::Result<EslClientConfig> {
     let e = &cfg.esl;
@@ -684,6 +682,9 @@ fn esl_client_config(cfg: &Config) -> anyhow::Result<EslClientConfig> {
     Ok(c)
 }
 
+/// Settings bound at start-up (sockets, files, buffers, the persister's pace) cannot change
+/// under a running daemon: the running values are kept, with a warning naming each one, so
+/// later reloads keep comparing against what is actually in force.
 fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     let mut changed = Vec::new();
     macro_rules! keep {

@@ -460,7 +460,8 @@ pub fn build_call(legs: &[Leg], dir: &dyn CdrDirectory, map: &CdrMapping) -> Vec
             "{:013}{:0>19}{:02}",
             r.start_ms % 10_000_000_000_000,
             r.session_id,
-            i % 100
+            // Two digits, widening (never wrapping) past 99 records, so it stays unique.
+            i
         );
     }
     records

@@ -10,7 +10,11 @@
 //! 2. the documents the switch is configured to post ([`DocPolicy`]) are all in,
 //!
 //! or, failing that, `settle_ms` after the last leg arrived: then it is built from whatever is
-//! there (ESL data for legs whose document never came). For each leg the document wins over
+//! there (ESL data for legs whose document never came). A call whose first leg (the one whose
+//! uuid is the call uuid) has not been seen is still in progress as far as anyone knows: an
+//! agent leg that ended while the caller waits on in the queue must not close the call. Such
+//! a call waits `orphan_ms` (the longest call there can be) from its first arrival before it is
+//! built without its first leg. For each leg the document wins over
 //! the event, since it is a superset. The shell persists legs before feeding them here and
 //! records closed calls, so a restart re-feeds open calls and a leg arriving after its call
 //! closed is recognised as late instead of producing a second record.
@@ -101,8 +105,12 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedCall {
     pub key: CallKey,
+    /// One description per leg: the document where there is one, else the ESL event.
     pub legs: Vec<Leg>,
     pub outcome: Outcome,
+    /// Every description received, with its source, so a call whose commit failed can be
+    /// put back exactly as it was ([`Reconciler::reopen`]).
+    pub received: Vec<(Leg, LegSource)>,
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +123,10 @@ struct Slot {
 struct Pending {
     slots: BTreeMap<String, Slot>,
     expected: BTreeSet<String>,
+    /// Settle deadline, pushed back by every arrival.
     deadline_ms: u64,
+    /// When a call still missing its first leg is given up on.
+    orphan_deadline_ms: u64,
 }
 
 /// What adding a leg did.
@@ -130,18 +141,28 @@ pub enum Added {
 pub struct Reconciler {
     calls: HashMap<CallKey, Pending>,
     settle_ms: u64,
+    orphan_ms: u64,
     policy: DocPolicy,
     max_pending: usize,
 }
 
 impl Reconciler {
+    /// A call missing its first leg waits `settle_ms` too unless [`Self::with_orphan_ms`]
+    /// says otherwise.
     pub fn new(settle_ms: u64, policy: DocPolicy, max_pending: usize) -> Reconciler {
         Reconciler {
             calls: HashMap::new(),
             settle_ms,
+            orphan_ms: settle_ms,
             policy,
             max_pending: max_pending.max(1),
         }
+    }
+
+    /// How long a call missing its first leg waits for it (at least the settle time).
+    pub fn with_orphan_ms(mut self, orphan_ms: u64) -> Reconciler {
+        self.orphan_ms = orphan_ms.max(self.settle_ms);
+        self
     }
 
     pub fn pending(&self) -> usize {
@@ -151,16 +172,33 @@ impl Reconciler {
     /// Adds a leg description; the call may now be complete (see [`Reconciler::poll`]).
     pub fn add(&mut self, leg: Leg, source: LegSource, now_ms: u64) -> Added {
         let key = CallKey::of(&leg);
-        if !self.calls.contains_key(&key) && self.calls.len() >= self.max_pending {
-            // Bounded memory: the call waiting longest is closed early with what it has.
-            if let Some(oldest) = self.calls.values_mut().min_by_key(|p| p.deadline_ms) {
-                oldest.deadline_ms = 0;
+        if !self.calls.contains_key(&key) {
+            // Bounded memory: beyond the limit the call that would close soonest is closed
+            // early (at the next poll) with what it has. Calls already marked are skipped, so
+            // each arrival over the limit marks one more.
+            let marked = self
+                .calls
+                .values()
+                .filter(|p| p.deadline_ms == 0 && p.orphan_deadline_ms == 0)
+                .count();
+            if self.calls.len().saturating_sub(marked) >= self.max_pending {
+                if let Some(victim) = self
+                    .calls
+                    .values_mut()
+                    .filter(|p| !(p.deadline_ms == 0 && p.orphan_deadline_ms == 0))
+                    .min_by_key(|p| p.deadline_ms)
+                {
+                    victim.deadline_ms = 0;
+                    victim.orphan_deadline_ms = 0;
+                }
             }
         }
+        let orphan_deadline_ms = now_ms.saturating_add(self.orphan_ms);
         let pending = self.calls.entry(key).or_insert_with(|| Pending {
             slots: BTreeMap::new(),
             expected: BTreeSet::new(),
             deadline_ms: 0,
+            orphan_deadline_ms,
         });
         let slot = pending.slots.entry(leg.key.uuid.clone()).or_default();
         let place = match source {
@@ -173,13 +211,37 @@ impl Reconciler {
         pending.expected.insert(leg.key.uuid.clone());
         pending.expected.extend(leg.related.iter().cloned());
         *place = Some(leg);
-        pending.deadline_ms = now_ms.saturating_add(self.settle_ms);
+        if !(pending.deadline_ms == 0 && pending.orphan_deadline_ms == 0) {
+            pending.deadline_ms = now_ms.saturating_add(self.settle_ms);
+        }
         Added::New
+    }
+
+    /// Puts a closed call back as it was before [`Reconciler::poll`] took it (its commit
+    /// failed); it closes again at the next poll.
+    pub fn reopen(&mut self, call: ClosedCall, now_ms: u64) {
+        for (leg, source) in call.received {
+            self.add(leg, source, now_ms);
+        }
+        if let Some(p) = self.calls.get_mut(&call.key) {
+            p.deadline_ms = now_ms;
+            p.orphan_deadline_ms = now_ms;
+        }
+    }
+
+    /// When a pending call closes by timeout: its settle deadline once its first leg is in,
+    /// else the later of that and its orphan deadline.
+    fn timeout_of(key: &CallKey, p: &Pending) -> u64 {
+        if p.slots.contains_key(&key.call_uuid) {
+            p.deadline_ms
+        } else {
+            p.deadline_ms.max(p.orphan_deadline_ms)
+        }
     }
 
     /// The earliest moment a call closes by timeout, for the shell's timer.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.calls.values().map(|p| p.deadline_ms).min()
+        self.calls.iter().map(|(k, p)| Self::timeout_of(k, p)).min()
     }
 
     fn complete(&self, key: &CallKey, p: &Pending) -> bool {
@@ -199,7 +261,7 @@ impl Reconciler {
         let ready: Vec<CallKey> = self
             .calls
             .iter()
-            .filter(|(k, p)| p.deadline_ms <= now_ms || self.complete(k, p))
+            .filter(|(k, p)| Self::timeout_of(k, p) <= now_ms || self.complete(k, p))
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::with_capacity(ready.len());
@@ -214,12 +276,23 @@ impl Reconciler {
                 (true, false) => Outcome::DocumentOnly,
                 (false, _) => Outcome::EslOnly,
             };
-            let legs = p
-                .slots
-                .into_values()
-                .filter_map(|s| s.doc.or(s.esl))
-                .collect();
-            out.push(ClosedCall { key, legs, outcome });
+            let mut received = Vec::new();
+            let mut legs = Vec::new();
+            for slot in p.slots.into_values() {
+                if let Some(e) = &slot.esl {
+                    received.push((e.clone(), LegSource::Esl));
+                }
+                if let Some(d) = &slot.doc {
+                    received.push((d.clone(), LegSource::Document));
+                }
+                legs.extend(slot.doc.or(slot.esl));
+            }
+            out.push(ClosedCall {
+                key,
+                legs,
+                outcome,
+                received,
+            });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
@@ -327,6 +400,40 @@ mod tests {
     }
 
     #[test]
+    fn a_call_waits_for_its_first_leg_until_the_orphan_timeout() {
+        // The agent leg b ended (unanswered) while the caller a waits on in the queue.
+        let mut r = Reconciler::new(60_000, DocPolicy::None, 100).with_orphan_ms(3_600_000);
+        r.add(leg("b", "a", &["a"]), LegSource::Esl, 0);
+        assert!(r.poll(60_000).is_empty(), "the first leg is still up");
+        assert_eq!(r.next_deadline(), Some(3_600_000));
+        // The caller hangs up later; its leg names a second agent leg c that answered.
+        r.add(leg("c", "a", &["a"]), LegSource::Esl, 200_000);
+        r.add(leg("a", "a", &["b", "c"]), LegSource::Esl, 300_000);
+        let closed = r.poll(300_000);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].legs.len(), 3, "one call with all three legs");
+        // Without its first leg, a call is built after the orphan timeout.
+        r.add(leg("y", "x", &["x"]), LegSource::Esl, 0);
+        assert!(r.poll(3_599_999).is_empty());
+        assert_eq!(r.poll(3_600_000)[0].legs.len(), 1);
+    }
+
+    #[test]
+    fn a_reopened_call_keeps_each_leg_source() {
+        let mut r = Reconciler::new(60_000, DocPolicy::AllLegs, 100);
+        r.add(leg("a", "a", &[]), LegSource::Esl, 0);
+        let closed = r.poll(60_000);
+        assert_eq!(closed[0].outcome, Outcome::EslOnly);
+        r.reopen(closed.into_iter().next().unwrap(), 70_000);
+        // Still an ESL-only description: the document is new, not a duplicate.
+        assert_eq!(
+            r.add(leg("a", "a", &[]), LegSource::Document, 70_000),
+            Added::New
+        );
+        assert_eq!(r.poll(70_000)[0].outcome, Outcome::Both);
+    }
+
+    #[test]
     fn the_pending_table_is_bounded() {
         let mut r = Reconciler::new(60_000, DocPolicy::AllLegs, 2);
         r.add(leg("a", "a", &[]), LegSource::Esl, 0);
@@ -335,6 +442,11 @@ mod tests {
         let closed = r.poll(20);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].key.call_uuid, "a");
+        assert_eq!(r.pending(), 2);
+        // Several arrivals over the limit before a poll each mark one more call.
+        r.add(leg("d", "d", &[]), LegSource::Esl, 30);
+        r.add(leg("e", "e", &[]), LegSource::Esl, 40);
+        assert_eq!(r.poll(40).len(), 2);
         assert_eq!(r.pending(), 2);
     }
 }

@@ -106,11 +106,7 @@ impl DirectorySnapshot {
             snap.group_by_name.insert(g.name.clone(), g.id.clone());
             snap.groups.insert(g.id, g.name);
         }
-        let mut stmt = store.connection().prepare("SELECT user FROM extensions")?;
-        let users = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for u in users {
-            snap.extensions.insert(u?);
-        }
+        snap.extensions.extend(store.extension_users()?);
         Ok(snap)
     }
 }
@@ -172,11 +168,34 @@ impl CdrService {
     pub fn open(cfg: &Config, metrics: Arc<Metrics>, now: Now) -> anyhow::Result<Arc<CdrService>> {
         let store = Store::open(&cfg.db_path(), Durability::Full)?;
         let c = &cfg.cdr;
-        let mut core = Reconciler::new(c.settle_secs * 1000, c.documents, c.max_pending);
+        let mut core = Reconciler::new(c.settle_secs * 1000, c.documents, c.max_pending)
+            .with_orphan_ms(c.orphan_secs.saturating_mul(1000));
         let open = store.open_legs()?;
         let reopened = open.len();
-        for (leg, source) in open {
-            core.add(leg, source, now.unix_ms);
+        let vars = LegVariables {
+            recording: c.recording_variables.clone(),
+            ..LegVariables::default()
+        };
+        let limits = CdrLimits {
+            max_bytes: c.max_body_bytes,
+            ..CdrLimits::default()
+        };
+        for stored in open {
+            // A leg stored by another version is read again from its raw document.
+            let leg = stored.leg.or_else(|| {
+                let doc = stored.document.as_deref()?;
+                let raw = parse_document(doc, &limits).ok()?;
+                Leg::from_raw(&raw, &vars).ok()
+            });
+            match leg {
+                Some(leg) => {
+                    core.add(leg, stored.source, now.unix_ms);
+                }
+                None => tracing::warn!(
+                    source = stored.source.as_str(),
+                    "a stored call leg is unreadable and has no document; skipped"
+                ),
+            }
         }
         if reopened > 0 {
             tracing::info!(
@@ -188,10 +207,6 @@ impl CdrService {
         metrics.cdr_calls_pending.set(core.pending() as i64);
         let directory = DirectorySnapshot::load(&store, now.unix_ms)?;
         let time = TimeFormat::new(&c.time_format, &c.timezone).map_err(anyhow::Error::msg)?;
-        let vars = LegVariables {
-            recording: c.recording_variables.clone(),
-            ..LegVariables::default()
-        };
         Ok(Arc::new(CdrService {
             store: Mutex::new(store),
             core: Mutex::new(core),
@@ -199,10 +214,7 @@ impl CdrService {
             mapping: c.mapping.clone(),
             time,
             vars,
-            limits: CdrLimits {
-                max_bytes: c.max_body_bytes,
-                ..CdrLimits::default()
-            },
+            limits,
             metrics,
             ready: broadcast::channel(4096).0,
             wake: Notify::new(),
@@ -296,11 +308,18 @@ impl CdrService {
         document: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<Ingested, IngestError> {
-        let outcome = lock(&self.store).insert_leg(&leg, source, document, now_ms)?;
+        // The store lock is held until the reconciler has the leg (lock order: store, then
+        // core), so `close_due` never closes the call between the two and misses the leg.
+        let mut store = lock(&self.store);
+        let outcome = store.insert_leg(&leg, source, document, now_ms)?;
         match outcome {
             LegInsert::New => {
-                let added = lock(&self.core).add(leg, source, now_ms);
-                debug_assert_eq!(added, Added::New);
+                let uuid = leg.key.uuid.clone();
+                if lock(&self.core).add(leg, source, now_ms) == Added::Duplicate {
+                    // The store is the authority; this would mean the two disagree.
+                    tracing::warn!(leg = %uuid, source = source.as_str(), "leg new to the store but known to the reconciler");
+                }
+                drop(store);
                 self.wake.notify_one();
             }
             LegInsert::Late => {
@@ -335,37 +354,49 @@ impl CdrService {
     }
 
     /// Builds and commits every call the reconciler closes at `now_ms`; returns how many.
+    /// On a store error every call not yet committed goes back to the reconciler as it was,
+    /// so the next attempt sees exactly the same legs.
     pub fn close_due(&self, now_ms: u64) -> Result<usize, StoreError> {
-        let closed: Vec<ClosedCall> = lock(&self.core).poll(now_ms);
-        self.metrics
-            .cdr_calls_pending
-            .set(lock(&self.core).pending() as i64);
+        let mut store = lock(&self.store);
+        let closed: Vec<ClosedCall> = {
+            let mut core = lock(&self.core);
+            let closed = core.poll(now_ms);
+            self.metrics.cdr_calls_pending.set(core.pending() as i64);
+            closed
+        };
         if closed.is_empty() {
             return Ok(0);
         }
-        let mut n = 0;
-        let mut store = lock(&self.store);
         {
             let mut dir = lock(&self.directory);
             if now_ms.saturating_sub(dir.loaded_ms) >= DIRECTORY_REFRESH_MS {
-                *dir = DirectorySnapshot::load(&store, now_ms)?;
+                match DirectorySnapshot::load(&store, now_ms) {
+                    Ok(fresh) => *dir = fresh,
+                    // A stale directory only risks an agent's name being a few seconds old.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "directory refresh failed; using the previous one")
+                    }
+                }
             }
         }
-        for call in closed {
+        let mut n = 0;
+        let mut calls = closed.into_iter();
+        while let Some(call) = calls.next() {
             let records = build_call(&call.legs, &*lock(&self.directory), &self.mapping);
-            let fresh = match store.close_call(&call.key, call.outcome, &records, now_ms) {
-                Ok(f) => f,
+            match store.close_call(&call.key, call.outcome, &records, now_ms) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(call = %call.key.to_text(), "call already built; not built again");
+                    continue;
+                }
                 Err(e) => {
-                    // Put it back so the next tick retries; nothing is lost.
                     let mut core = lock(&self.core);
-                    for leg in call.legs {
-                        core.add(leg, LegSource::Document, now_ms);
+                    core.reopen(call, now_ms);
+                    for rest in calls {
+                        core.reopen(rest, now_ms);
                     }
                     return Err(e);
                 }
-            };
-            if !fresh {
-                continue;
             }
             n += 1;
             self.metrics
@@ -399,19 +430,33 @@ impl CdrService {
         loop {
             let now = Now::system().unix_ms;
             let this = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || {
-                this.close_due(now).and_then(|_| this.prune(now))
+            let result = tokio::task::spawn_blocking(move || {
+                let built = this.close_due(now);
+                if let Err(e) = this.prune(now) {
+                    tracing::error!(error = %e, "pruning old call legs failed");
+                }
+                built
             })
-            .await
-            {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "building call records failed; retrying"),
-                Err(e) => tracing::error!(error = %e, "CDR builder task failed"),
-            }
+            .await;
+            let failed = match result {
+                Ok(Ok(_)) => false,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "storing call records failed; retrying");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "CDR builder task failed");
+                    true
+                }
+            };
             let next = lock(&self.core).next_deadline();
-            let wait = next.map_or(Duration::from_millis(PRUNE_INTERVAL_MS), |d| {
+            let mut wait = next.map_or(Duration::from_millis(PRUNE_INTERVAL_MS), |d| {
                 Duration::from_millis(d.saturating_sub(Now::system().unix_ms).clamp(10, 3_600_000))
             });
+            if failed {
+                // A failing store is retried once a second, not in a tight loop.
+                wait = wait.max(Duration::from_secs(1));
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}
@@ -460,22 +505,24 @@ impl CdrService {
                 return 0;
             }
         };
+        // Regular files only, judged without following symlinks: the directory is writable by
+        // the switch's user, and a link to /dev/zero or a FIFO must not hang or exhaust us.
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .map(|e| e.path())
             .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(".cdr.json") || n.ends_with(".cdr.xml"))
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(".cdr.json") || n.ends_with(".cdr.xml"))
             })
             .collect();
         files.sort();
+        strikes.retain(|p, _| files.contains(p));
         let mut taken = 0;
         for path in files {
-            let body = match std::fs::metadata(&path) {
-                Ok(m) if m.len() as usize > self.limits.max_bytes => None,
-                Ok(_) => std::fs::read(&path).ok(),
+            let body = match read_bounded(&path, self.limits.max_bytes) {
+                Ok(b) => b,
                 Err(_) => continue,
             };
             let result = match &body {
@@ -509,6 +556,18 @@ impl CdrService {
         }
         taken
     }
+}
+
+/// Reads at most `max` bytes of a regular file; None when it is larger.
+fn read_bounded(path: &Path, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut buf = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut buf)?;
+    Ok((buf.len() <= max).then_some(buf))
 }
 
 fn move_into(path: &Path, sub: &str) {

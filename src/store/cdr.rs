@@ -11,6 +11,14 @@ use crate::cdr::reconcile::{CallKey, LegSource, Outcome};
 use crate::cdr::record::CallRecord;
 use crate::switch::leg::Leg;
 
+/// A leg of a call not built yet, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredLeg {
+    pub leg: Option<Leg>,
+    pub source: LegSource,
+    pub document: Option<Vec<u8>>,
+}
+
 /// What storing a leg found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegInsert {
@@ -64,22 +72,34 @@ impl Store {
         })
     }
 
-    /// Legs of calls not built yet, for the reconciler after a restart.
-    pub fn open_legs(&self) -> Result<Vec<(Leg, LegSource)>, StoreError> {
+    /// Legs of calls not built yet, for the reconciler after a restart. A row whose stored
+    /// leg this binary cannot read comes back with `leg: None` and its raw document (if it
+    /// has one), for the caller to interpret again.
+    pub fn open_legs(&self) -> Result<Vec<StoredLeg>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT leg, source FROM cdr_legs
+            "SELECT leg, source, document FROM cdr_legs
              WHERE call_key NOT IN (SELECT call_key FROM cdr_calls)
              ORDER BY received_ms",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (leg, source) = row?;
-            // A row this binary cannot read is skipped, not fatal: the rest still build.
-            match (serde_json::from_str::<Leg>(&leg), LegSource::parse(&source)) {
-                (Ok(leg), Some(source)) => out.push((leg, source)),
-                _ => tracing::warn!(source, "unreadable stored call leg skipped"),
-            }
+            let (leg, source, document) = row?;
+            let Some(source) = LegSource::parse(&source) else {
+                tracing::warn!(source, "stored call leg with an unknown source skipped");
+                continue;
+            };
+            out.push(StoredLeg {
+                leg: serde_json::from_str::<Leg>(&leg).ok(),
+                source,
+                document,
+            });
         }
         Ok(out)
     }
@@ -208,6 +228,7 @@ mod tests {
             "the ESL description of the same leg is kept beside the document"
         );
         assert_eq!(s.open_legs().unwrap().len(), 2);
+        assert!(s.open_legs().unwrap().iter().all(|l| l.leg.is_some()));
 
         let key = CallKey::of(&a);
         let records = build_call(&[a.clone()], &NoDir, &CdrMapping::default());

@@ -15,7 +15,7 @@ use crate::sip::location::{Binding, ConnectionId, Flow, Persist, Transport};
 
 mod cdr;
 mod directory;
-pub use cdr::LegInsert;
+pub use cdr::{LegInsert, StoredLeg};
 pub use directory::PresenceRow;
 
 #[derive(Debug, thiserror::Error)]

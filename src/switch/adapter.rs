@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::callcenter::{QueueEvent, SofiaRegistration};
 use super::calls::ChannelTracker;
 use super::client::SwitchFeed;
 use super::esl::EslEvent;
@@ -53,7 +54,7 @@ impl SwitchAdapter {
                             presence_updates = events.len(),
                             "FreeSWITCH channels resynced"
                         );
-                        self.deliver(events);
+                        self.deliver(events, now);
                     }
                 }
                 SwitchFeed::Disconnected { generation, reason } => {
@@ -66,7 +67,7 @@ impl SwitchAdapter {
 
     async fn on_event(&mut self, ev: EslEvent, now: Now) {
         let events = self.tracker.on_event(&ev, now.unix_ms);
-        self.deliver(events);
+        self.deliver(events, now);
         match ev.name() {
             Some("CHANNEL_HANGUP_COMPLETE") => {
                 let cdr = Arc::clone(&self.cdr);
@@ -82,21 +83,22 @@ impl SwitchAdapter {
                 }
             }
             Some("CUSTOM") => {
-                let subclass = ev.subclass().unwrap_or("");
-                if let Some(online) = match subclass {
-                    "sofia::register" => Some(true),
-                    "sofia::unregister" | "sofia::expire" => Some(false),
-                    _ => None,
-                } {
-                    self.check_registration(&ev, online, now);
+                if let Some(reg) = SofiaRegistration::from_event(&ev) {
+                    self.check_registration(&reg, now);
+                } else if let Some(q) = QueueEvent::from_event(&ev) {
+                    // gridedge owns presence; mod_callcenter's view is for the log.
+                    tracing::debug!(action = q.action(), event = ?q, "callcenter event");
                 }
             }
             _ => {}
         }
     }
 
-    fn deliver(&self, events: Vec<CallEvent>) {
-        for e in events {
+    fn deliver(&self, events: Vec<CallEvent>, now: Now) {
+        for mut e in events {
+            // Event times come from the switch's clock. One running ahead of ours would put
+            // the agent's timers (after-call work) in our future, so it is capped at now.
+            e.at_ms = e.at_ms.min(now.unix_ms);
             // Phones that are not agent seats are tracked but have no presence.
             if let Err(err) = self.agents.call_event(&e) {
                 tracing::debug!(extension = %e.extension, error = %err, "call event not applied");
@@ -104,25 +106,19 @@ impl SwitchAdapter {
         }
     }
 
-    fn check_registration(&self, ev: &EslEvent, fs_online: bool, now: Now) {
-        let Some(user) = ev
-            .get("from-user")
-            .or_else(|| ev.get("username"))
-            .filter(|u| !u.is_empty() && u.len() <= 64)
-        else {
-            return;
-        };
+    fn check_registration(&self, reg: &SofiaRegistration, now: Now) {
+        let user = reg.user.as_str();
         let ours = self.sip.with_endpoint(|ep| {
             let known = ep.registrar.credentials().get(user).is_some();
             known.then(|| ep.registrar.location().is_online(user, now.unix_secs()))
         });
         let result = match ours {
             None => "unknown_user",
-            Some(o) if o == fs_online => "agree",
+            Some(o) if o == reg.registered => "agree",
             Some(o) => {
                 tracing::info!(
                     user,
-                    freeswitch = fs_online,
+                    freeswitch = reg.registered,
                     gridedge = o,
                     "FreeSWITCH's registration view differs from the registrar's"
                 );
