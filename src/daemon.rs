@@ -677,8 +677,7 @@ fn esl_client_config(cfg: &Config) -> anyhow::Result<EslClientConfig> {
     c.feed_capacity = e.queue;
     c.limits.max_body_bytes = e.max_frame_bytes;
     // Refuse at start-up what the client would only refuse later, on its own task.
-    c.validate()
-        .map_err(|err| anyhow::anyhow!("esl: {err}"))?;
+    c.validate().map_err(|err| anyhow::anyhow!("esl: {err}"))?;
     Ok(c)
 }
 
