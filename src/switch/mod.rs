@@ -1,16 +1,18 @@
-//! Softswitch adapters: the FreeSWITCH Event Socket (ESL) client, the `mod_json_cdr`
-//! receiver and call events (see `DESIGN.md`).
+//! Softswitch adapters: FreeSWITCH's Event Socket (ESL) and its CDR documents (see `DESIGN.md`).
 //!
-//! Only the sans-IO ESL codec exists so far: [`esl`] frames and parses what FreeSWITCH sends
-//! on the inbound event socket, encodes commands, and tracks the auth/subscribe/`bgapi`
-//! handshake. The socket shell, reconnect and reconciliation (`api show channels as json`)
-//! and the CDR receiver come later and build on it.
+//! - [`esl`]: the sans-IO wire codec and inbound session machine;
+//! - [`client`]: the socket shell (reconnect, resync, `api`/`bgapi`);
+//! - [`adapter`]: the daemon's consumer of the event feed;
+//! - [`calls`]: live call state from channel events, for presence;
+//! - [`callcenter`]: mod_callcenter and sofia registration events;
+//! - [`raw_cdr`], [`xml_cdr`]: CDR documents (mod_json_cdr, mod_xml_cdr, hang-up events);
+//! - [`leg`]: one call leg, normalized from any of them.
 
 pub mod adapter;
+pub mod callcenter;
 pub mod calls;
 pub mod client;
 pub mod esl;
 pub mod leg;
 pub mod raw_cdr;
 pub mod xml_cdr;
-pub mod callcenter;
