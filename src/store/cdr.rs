@@ -42,6 +42,29 @@ impl Store {
         let json = serde_json::to_string(leg).map_err(|e| {
             StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
         })?;
+        // ESL legs are the lossy source (the document supersedes them and is what FreeSWITCH
+        // waits for), so their commits skip the fsync; documents stay synchronous=FULL. In WAL
+        // mode the next FULL commit makes the earlier frames durable too.
+        let relaxed = source == LegSource::Esl && self.durability_full();
+        if relaxed {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let result = self.insert_leg_tx(&key, &json, leg, source, document, now_ms);
+        if relaxed {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        result
+    }
+
+    fn insert_leg_tx(
+        &mut self,
+        key: &str,
+        json: &str,
+        leg: &Leg,
+        source: LegSource,
+        document: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<LegInsert, StoreError> {
         let tx = self.conn.transaction()?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO cdr_legs (core_uuid, uuid, source, call_key, leg, document, received_ms)
@@ -57,11 +80,9 @@ impl Store {
             ],
         )?;
         let closed: bool = tx
-            .query_row(
-                "SELECT 1 FROM cdr_calls WHERE call_key = ?1",
-                [&key],
-                |_| Ok(()),
-            )
+            .query_row("SELECT 1 FROM cdr_calls WHERE call_key = ?1", [key], |_| {
+                Ok(())
+            })
             .optional()?
             .is_some();
         tx.commit()?;

@@ -142,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct Store {
     conn: Connection,
+    durability: Durability,
 }
 
 /// How hard a connection syncs. The outbox needs FULL; write-behind registrar state tolerates
@@ -173,9 +174,14 @@ impl Store {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        let mut store = Store { conn, durability };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Whether this connection commits with synchronous=FULL.
+    pub fn durability_full(&self) -> bool {
+        matches!(self.durability, Durability::Full)
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {
