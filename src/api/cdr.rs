@@ -133,28 +133,21 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > st.max_body_bytes as u64) {
-        return (
+    let too_large = || {
+        (
             "too_large",
             reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "refused",
                 &format!("CDR body exceeds {} bytes", st.max_body_bytes),
             ),
-        );
+        )
+    };
+    if declared.is_some_and(|n| n > st.max_body_bytes as u64) {
+        return too_large();
     }
-    let bytes = match axum::body::to_bytes(body, st.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return (
-                "too_large",
-                reply(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "refused",
-                    &format!("CDR body exceeds {} bytes", st.max_body_bytes),
-                ),
-            )
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, st.max_body_bytes).await else {
+        return too_large();
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -250,7 +250,12 @@ impl CdrService {
         now_ms: u64,
     ) -> Result<Ingested, IngestError> {
         let result = self.ingest_document_inner(body, content_type, now_ms);
-        let label = match &result {
+        self.count_leg(origin.label(), &result);
+        result
+    }
+
+    fn count_leg(&self, source: &str, result: &Result<Ingested, IngestError>) {
+        let label = match result {
             Ok(LegInsert::New) => "stored",
             Ok(LegInsert::Duplicate) => "duplicate",
             Ok(LegInsert::Late) => "late",
@@ -259,9 +264,8 @@ impl CdrService {
         };
         self.metrics
             .cdr_legs
-            .with_label_values(&[origin.label(), label])
+            .with_label_values(&[source, label])
             .inc();
-        result
     }
 
     fn ingest_document_inner(
@@ -287,17 +291,7 @@ impl CdrService {
         let result = Leg::from_raw(&raw, &self.vars)
             .map_err(IngestError::from)
             .and_then(|leg| self.accept(leg, LegSource::Esl, None, now_ms));
-        let label = match &result {
-            Ok(LegInsert::New) => "stored",
-            Ok(LegInsert::Duplicate) => "duplicate",
-            Ok(LegInsert::Late) => "late",
-            Err(e) if e.is_input_error() => "refused",
-            Err(_) => "error",
-        };
-        self.metrics
-            .cdr_legs
-            .with_label_values(&["esl", label])
-            .inc();
+        self.count_leg("esl", &result);
         result
     }
 
