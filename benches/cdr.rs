@@ -20,7 +20,6 @@ use gridedge::grid::cdr::{to_grid, TimeFormat};
 use gridedge::switch::calls::ChannelTracker;
 use gridedge::switch::esl::{EslDecoder, EslEvent};
 use gridedge::switch::leg::{Leg, LegVariables};
-use gridedge::switch::raw_cdr::RawCdr;
 
 const A: &str = "5a3a1d91-90d3-4db4-af5c-cc3ae15d93a4";
 const B: &str = "9c1afb4f-1d4a-4e45-84a3-d25721981bf5";
@@ -109,7 +108,7 @@ fn one_call(bytes: &[u8], vars: &LegVariables, map: &CdrMapping, time: &TimeForm
         let ev = EslEvent::from_message(&msg).unwrap();
         presence_events += tracker.on_event(&ev, 0).len();
         if ev.name() == Some("CHANNEL_HANGUP_COMPLETE") {
-            let leg = Leg::from_raw(&RawCdr::from_hangup_event(&ev), vars).unwrap();
+            let leg = Leg::from_hangup_event(&ev, vars).unwrap();
             reconciler.add(leg, LegSource::Esl, 0);
         }
     }
@@ -138,7 +137,7 @@ fn bench(c: &mut Criterion) {
             d.push(black_box(&bytes));
             let mut n = 0;
             while let Some(m) = d.next_message().unwrap() {
-                n += EslEvent::from_message(&m).unwrap().headers.len();
+                n += EslEvent::from_message(&m).unwrap().headers().len();
             }
             n
         })

@@ -5,11 +5,14 @@
 //! Beyond "never panics", it checks the invariants the socket shell relies on: how the bytes
 //! are split across pushes never changes what decodes (or which error stops it), a failed
 //! decoder stays failed, buffering never exceeds what the limits allow, and every decoded
-//! body has exactly its declared Content-Length.
+//! body has exactly its declared Content-Length. Every event that parses is also read as a
+//! hang-up leg both ways (in place, and through the owned CDR document), which must agree.
 
 #![no_main]
 
 use gridedge::switch::esl::{EslDecoder, EslError, EslEvent, EslMessage, Limits};
+use gridedge::switch::leg::{Leg, LegVariables};
+use gridedge::switch::raw_cdr::RawCdr;
 use libfuzzer_sys::fuzz_target;
 
 /// Small enough that ordinary inputs hit every limit path.
@@ -33,14 +36,29 @@ fuzz_target!(|data: &[u8]| {
         for message in &whole.0 {
             check_message(message);
             if message.content_type().is_event() {
-                let _ = EslEvent::from_message(message);
+                if let Ok(event) = EslEvent::from_message(message) {
+                    check_event(&event);
+                }
             }
         }
     }
     // Body-only parsers see arbitrary bytes too (captures and mod_amqp payloads).
-    let _ = EslEvent::parse_plain(data);
-    let _ = EslEvent::parse_json(data);
+    for event in [EslEvent::parse_plain(data), EslEvent::parse_json(data)]
+        .into_iter()
+        .flatten()
+    {
+        check_event(&event);
+    }
 });
+
+fn check_event(event: &EslEvent) {
+    let vars = LegVariables::default();
+    assert_eq!(
+        Leg::from_hangup_event(event, &vars),
+        Leg::from_raw(&RawCdr::from_hangup_event(event), &vars),
+        "the leg read in place matches the document's"
+    );
+}
 
 fn check_message(message: &EslMessage) {
     let declared = message

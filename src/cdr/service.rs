@@ -287,8 +287,8 @@ impl CdrService {
         event: &EslEvent,
         now_ms: u64,
     ) -> Result<Ingested, IngestError> {
-        let raw = RawCdr::from_hangup_event(event);
-        let result = Leg::from_raw(&raw, &self.vars)
+        // Read in place: the event already holds every variable.
+        let result = Leg::from_hangup_event(event, &self.vars)
             .map_err(IngestError::from)
             .and_then(|leg| self.accept(leg, LegSource::Esl, None, now_ms));
         self.count_leg("esl", &result);

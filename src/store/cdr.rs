@@ -252,7 +252,7 @@ mod tests {
         assert!(s.open_legs().unwrap().iter().all(|l| l.leg.is_some()));
 
         let key = CallKey::of(&a);
-        let records = build_call(&[a.clone()], &NoDir, &CdrMapping::default());
+        let records = build_call(std::slice::from_ref(&a), &NoDir, &CdrMapping::default());
         assert!(s.close_call(&key, Outcome::Both, &records, 10).unwrap());
         assert!(
             !s.close_call(&key, Outcome::Both, &records, 11).unwrap(),

@@ -400,13 +400,7 @@ mod tests {
     }
 
     fn ev(headers: &[(&str, &str)]) -> EslEvent {
-        EslEvent {
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            body: None,
-        }
+        EslEvent::from_pairs(headers)
     }
 
     #[test]

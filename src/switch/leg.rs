@@ -1,13 +1,15 @@
 //! One call leg, normalized: what the CDR builder needs to know about a FreeSWITCH channel,
 //! whichever source described it (a mod_json_cdr post, a mod_xml_cdr file, or the ESL
-//! `CHANNEL_HANGUP_COMPLETE` event, all first turned into a [`RawCdr`]).
+//! `CHANNEL_HANGUP_COMPLETE` event), all read through a [`CdrView`]: a parsed [`RawCdr`], or
+//! the event itself through [`HangupCdr`].
 //!
 //! Everything here is FreeSWITCH vocabulary turned into domain terms; nothing knows about the
 //! grid's field names (that is `cdr` and `grid`).
 
 use serde::{Deserialize, Serialize};
 
-use super::raw_cdr::{CallerProfile, RawCdr};
+use super::esl::EslEvent;
+use super::raw_cdr::{CallerProfile, CdrView, HangupCdr, RawCdr};
 
 /// A leg's identity: FreeSWITCH uuids are unique per core, and one gridedge may face several
 /// cores over time (a reinstall changes the core uuid), so the pair is the key.
@@ -147,17 +149,24 @@ impl Leg {
     /// Interprets a CDR document. Refuses documents without an identity or times, since a
     /// record built from them would be wrong rather than partial.
     pub fn from_raw(raw: &RawCdr, vars: &LegVariables) -> Result<Leg, LegError> {
+        Self::from_view(raw, vars)
+    }
+
+    /// Interprets a `CHANNEL_HANGUP_COMPLETE` event: the same leg as
+    /// `Leg::from_raw(&RawCdr::from_hangup_event(event), vars)`, read from the event in place.
+    pub fn from_hangup_event(event: &EslEvent, vars: &LegVariables) -> Result<Leg, LegError> {
+        Self::from_view(&HangupCdr::new(event), vars)
+    }
+
+    /// Interprets a CDR however it is held (see [`CdrView`]).
+    pub fn from_view<V: CdrView + ?Sized>(raw: &V, vars: &LegVariables) -> Result<Leg, LegError> {
         let uuid = raw.uuid().ok_or(LegError::NoUuid)?.to_owned();
         if uuid.len() > 64 || !uuid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(LegError::BadUuid(uuid.chars().take(80).collect()));
         }
-        let newest = raw.profiles.first();
-        let oldest = raw.profiles.last();
-        let profile_time = |name: &str| -> Option<u64> {
-            newest
-                .and_then(|p| p.times.get(name))
-                .and_then(|t| micros_to_ms(t))
-        };
+        let newest = raw.profiles().first();
+        let oldest = raw.profiles().last();
+        let profile_time = |name: &str| raw.profile_time(name).and_then(micros_to_ms);
         let var_us = |name: &str| raw.var(name).and_then(micros_to_ms);
         let var_s = |name: &str| raw.var(name).and_then(secs_to_ms);
         let created_ms = var_us("start_uepoch")
@@ -186,8 +195,7 @@ impl Leg {
             .or_else(|| profile_time("bridged_time"));
 
         let direction = match raw
-            .channel_direction
-            .as_deref()
+            .channel_direction()
             .or_else(|| raw.var("direction"))
             .or_else(|| raw.var("call_direction"))
         {
@@ -226,7 +234,7 @@ impl Leg {
                 relate(item.split(';').next().unwrap_or(""));
             }
         }
-        for p in &raw.profiles {
+        for p in raw.profiles() {
             for u in p.originatees.iter().chain(p.originators.iter()) {
                 relate(u);
             }
@@ -339,7 +347,7 @@ impl Leg {
 
         Ok(Leg {
             key: LegKey {
-                core_uuid: raw.core_uuid.clone().unwrap_or_default(),
+                core_uuid: raw.core_uuid().unwrap_or_default().to_owned(),
                 uuid,
             },
             call_uuid,

@@ -4,7 +4,8 @@
 //! directory) one document per channel at hangup. Both carry the same things: `core-uuid`,
 //! `switchname`, `channel_data`, every channel variable, and the callflow (caller profiles
 //! and their times). [`RawCdr`] holds exactly those parts, with variable values decoded;
-//! `switch::leg` interprets them. This module only parses and bounds.
+//! `switch::leg` interprets them. This module only parses and bounds. An ESL hang-up event
+//! carries the same parts and is read in place through [`HangupCdr`].
 //!
 //! Value encoding: with `encode-values=true` (FreeSWITCH's default) every variable value is
 //! percent-encoded inside the JSON; with `false` it is plain. The document does not say which,
@@ -13,9 +14,12 @@
 //! `%41` would be decoded too; FreeSWITCH never generates such variables for the fields
 //! gridedge reads (numbers, uuids, epochs, causes, gateway and queue names).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::Hasher;
 
 use base64::Engine;
+use rustc_hash::FxHasher;
 use serde_json::Value;
 
 use super::esl::EslEvent;
@@ -143,71 +147,30 @@ impl RawCdr {
 
     /// The leg's uuid: the `uuid` variable, else the newest caller profile's.
     pub fn uuid(&self) -> Option<&str> {
-        self.var("uuid").or_else(|| {
-            self.profiles
-                .iter()
-                .map(|p| p.uuid.as_str())
-                .find(|u| !u.is_empty())
-        })
+        CdrView::uuid(self)
     }
-}
 
-impl RawCdr {
     /// Rebuilds the CDR document from a `CHANNEL_HANGUP_COMPLETE` event. The event carries
     /// every channel variable (`variable_*` headers) and the current caller profile
     /// (`Caller-*` headers, times in microseconds); only the older callflow profiles and
     /// `app_log` are missing, which is why a later mod_json_cdr post supersedes it.
+    ///
+    /// To read a leg from an event, [`HangupCdr`] gives the same answers without copying.
     pub fn from_hangup_event(event: &EslEvent) -> RawCdr {
         let mut variables = BTreeMap::new();
         let mut times = BTreeMap::new();
-        for (name, value) in &event.headers {
+        for (name, value) in event.headers() {
             if let Some(var) = name.strip_prefix("variable_") {
-                // Multi-value variables arrive as repeated headers; fold them back into
-                // FreeSWITCH's `ARRAY::a|:b` notation, as the CDR documents write them.
                 variables
                     .entry(var.to_owned())
-                    .and_modify(|v: &mut String| {
-                        if !v.starts_with("ARRAY::") {
-                            v.insert_str(0, "ARRAY::");
-                        }
-                        v.push_str("|:");
-                        v.push_str(value);
-                    })
-                    .or_insert_with(|| value.clone());
-            } else if let Some(t) = name.strip_prefix("Caller-Channel-") {
-                if let Some(t) = t.strip_suffix("-Time") {
-                    times.insert(
-                        format!("{}_time", t.to_ascii_lowercase().replace('-', "_")),
-                        value.to_owned(),
-                    );
-                }
+                    .and_modify(|folded: &mut String| fold_repeat(folded, value))
+                    .or_insert_with(|| value.to_owned());
+            } else if let Some(t) = caller_channel_time(name) {
+                times.insert(time_key(t), value.to_owned());
             }
         }
-        let h = |n: &str| event.get(n).unwrap_or("").to_owned();
-        let other = event.get("Other-Leg-Unique-ID").map(str::to_owned);
-        let other_type = event.get("Other-Type").unwrap_or("");
-        let profile = CallerProfile {
-            username: h("Caller-Username"),
-            caller_id_name: h("Caller-Caller-ID-Name"),
-            caller_id_number: h("Caller-Caller-ID-Number"),
-            ani: h("Caller-ANI"),
-            destination_number: h("Caller-Destination-Number"),
-            rdnis: h("Caller-RDNIS"),
-            uuid: event.unique_id().unwrap_or("").to_owned(),
-            chan_name: h("Caller-Channel-Name"),
-            network_addr: h("Caller-Network-Addr"),
-            extension_name: String::new(),
-            times,
-            originatees: other
-                .clone()
-                .filter(|_| other_type == "originatee")
-                .into_iter()
-                .collect(),
-            originators: other
-                .filter(|_| other_type == "originator")
-                .into_iter()
-                .collect(),
-        };
+        let mut profile = event_profile(event);
+        profile.times = times;
         RawCdr {
             format: CdrFormat::EslEvent,
             core_uuid: event.core_uuid().map(str::to_owned),
@@ -217,6 +180,286 @@ impl RawCdr {
             profiles: vec![profile],
         }
     }
+}
+
+/// Multi-value variables arrive as repeated headers; this folds a repeat back into
+/// FreeSWITCH's `ARRAY::a|:b` notation, as the CDR documents write them.
+fn fold_repeat(folded: &mut String, value: &str) {
+    if !folded.starts_with("ARRAY::") {
+        folded.insert_str(0, "ARRAY::");
+    }
+    folded.push_str("|:");
+    folded.push_str(value);
+}
+
+/// `X` of a `Caller-Channel-X-Time` header (the current profile's times).
+fn caller_channel_time(name: &str) -> Option<&str> {
+    name.strip_prefix("Caller-Channel-")?.strip_suffix("-Time")
+}
+
+/// The event's current caller profile, without its times.
+fn event_profile(event: &EslEvent) -> CallerProfile {
+    let h = |n: &str| event.get(n).unwrap_or("").to_owned();
+    let other = event.get("Other-Leg-Unique-ID").map(str::to_owned);
+    let other_type = event.get("Other-Type").unwrap_or("");
+    CallerProfile {
+        username: h("Caller-Username"),
+        caller_id_name: h("Caller-Caller-ID-Name"),
+        caller_id_number: h("Caller-Caller-ID-Number"),
+        ani: h("Caller-ANI"),
+        destination_number: h("Caller-Destination-Number"),
+        rdnis: h("Caller-RDNIS"),
+        uuid: event.unique_id().unwrap_or("").to_owned(),
+        chan_name: h("Caller-Channel-Name"),
+        network_addr: h("Caller-Network-Addr"),
+        extension_name: String::new(),
+        times: BTreeMap::new(),
+        originatees: other
+            .clone()
+            .filter(|_| other_type == "originatee")
+            .into_iter()
+            .collect(),
+        originators: other
+            .filter(|_| other_type == "originator")
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// What [`Leg`](super::leg::Leg) reads from one leg's CDR, whichever way it arrived: a parsed
+/// document ([`RawCdr`]) or a hang-up event read in place ([`HangupCdr`]). For the same event
+/// both answer alike, so a leg does not depend on which was used.
+pub trait CdrView {
+    /// Channel variable `name` (exact name, value decoded), `None` when absent or empty.
+    fn var(&self, name: &str) -> Option<&str>;
+    /// `core-uuid`.
+    fn core_uuid(&self) -> Option<&str>;
+    /// `channel_data.direction`.
+    fn channel_direction(&self) -> Option<&str>;
+    /// The callflow's caller profiles, newest first.
+    fn profiles(&self) -> &[CallerProfile];
+
+    /// Time `name` (`created_time`, `answered_time`, ...) of the newest profile, as written.
+    fn profile_time(&self, name: &str) -> Option<&str> {
+        self.profiles().first()?.times.get(name).map(String::as_str)
+    }
+
+    /// The leg's uuid: the `uuid` variable, else the newest caller profile's.
+    fn uuid(&self) -> Option<&str> {
+        self.var("uuid").or_else(|| {
+            self.profiles()
+                .iter()
+                .map(|p| p.uuid.as_str())
+                .find(|u| !u.is_empty())
+        })
+    }
+}
+
+impl CdrView for RawCdr {
+    fn var(&self, name: &str) -> Option<&str> {
+        RawCdr::var(self, name)
+    }
+
+    fn core_uuid(&self) -> Option<&str> {
+        self.core_uuid.as_deref()
+    }
+
+    fn channel_direction(&self) -> Option<&str> {
+        self.channel_direction.as_deref()
+    }
+
+    fn profiles(&self) -> &[CallerProfile] {
+        &self.profiles
+    }
+}
+
+/// A `CHANNEL_HANGUP_COMPLETE` event read as a CDR in place: what
+/// [`RawCdr::from_hangup_event`] builds, borrowed from the event. A hang-up event has some 250
+/// variables and a leg reads about 40 of them, so instead of copying each into a map of owned
+/// strings one pass indexes the `variable_*` headers by name (copying only the rare
+/// multi-value ones, to fold them) and notes the profile's `Caller-Channel-*-Time` headers.
+#[derive(Debug, Clone)]
+pub struct HangupCdr<'a> {
+    variables: Variables<'a>,
+    /// `(X, value)` of every `Caller-Channel-X-Time` header, in order.
+    times: Vec<(&'a str, &'a str)>,
+    /// The current caller profile, without `times` (see [`CdrView::profile_time`]).
+    profile: CallerProfile,
+    core_uuid: Option<&'a str>,
+    channel_direction: Option<&'a str>,
+}
+
+impl<'a> HangupCdr<'a> {
+    pub fn new(event: &'a EslEvent) -> HangupCdr<'a> {
+        let headers = event.headers();
+        let mut variables = Variables::with_capacity(headers.len());
+        let mut times = Vec::new();
+        for (name, value) in headers {
+            if let Some(var) = name.strip_prefix("variable_") {
+                variables.add(var, value);
+            } else if let Some(t) = caller_channel_time(name) {
+                times.push((t, value));
+            }
+        }
+        HangupCdr {
+            variables,
+            times,
+            profile: event_profile(event),
+            core_uuid: event.core_uuid(),
+            channel_direction: event.get("Call-Direction"),
+        }
+    }
+}
+
+impl CdrView for HangupCdr<'_> {
+    fn var(&self, name: &str) -> Option<&str> {
+        self.variables.get(name).filter(|v| !v.is_empty())
+    }
+
+    fn core_uuid(&self) -> Option<&str> {
+        self.core_uuid
+    }
+
+    fn channel_direction(&self) -> Option<&str> {
+        self.channel_direction
+    }
+
+    fn profiles(&self) -> &[CallerProfile] {
+        std::slice::from_ref(&self.profile)
+    }
+
+    /// The last `Caller-Channel-X-Time` header whose `time_key` is `name`, compared without
+    /// building the key.
+    fn profile_time(&self, name: &str) -> Option<&str> {
+        let want = name.strip_suffix("_time")?.as_bytes();
+        let key_byte = |b: u8| {
+            if b == b'-' {
+                b'_'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        };
+        self.times
+            .iter()
+            .rev()
+            .find(|(t, _)| {
+                t.len() == want.len() && t.bytes().map(key_byte).eq(want.iter().copied())
+            })
+            .map(|&(_, value)| value)
+    }
+}
+
+/// An event's channel variables by name, in event order, repeats folded into the first.
+///
+/// Hashed positions in a flat table: a hash and a probe or two per variable, as fast as a
+/// `FxHashMap` here. Unlike one, it cannot be flooded: some variable names come from the
+/// caller (`sip_h_X-*` from SIP headers), and with an unseeded hash, names crafted to collide
+/// would make every insert scan all the others. Probe runs are bounded instead; a name that
+/// lands too far from its slot moves the index to a `BTreeMap`, so the worst case stays
+/// O(n log n), like the map of owned strings this replaces.
+#[derive(Debug, Clone)]
+struct Variables<'a> {
+    /// `(name, value)`; a repeated name's values are folded into `ARRAY::a|:b`, as the CDR
+    /// documents write them.
+    entries: Vec<(&'a str, Cow<'a, str>)>,
+    index: NameIndex<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum NameIndex<'a> {
+    /// Open addressing with linear probing: `1 + position in entries`, `0` for empty; a
+    /// power-of-two length at most half full.
+    Hashed(Vec<u32>),
+    Sorted(BTreeMap<&'a str, usize>),
+}
+
+/// How far a name may sit from its hashed slot. Runs this long are all but impossible at half
+/// load unless the names were made to collide.
+const MAX_PROBE: usize = 32;
+
+impl<'a> Variables<'a> {
+    /// Room for `n` variables without rehashing.
+    fn with_capacity(n: usize) -> Self {
+        let slots = n.saturating_mul(2).max(16).checked_next_power_of_two();
+        let index = match slots.filter(|&s| u32::try_from(s).is_ok()) {
+            Some(slots) => NameIndex::Hashed(vec![0; slots]),
+            None => NameIndex::Sorted(BTreeMap::new()),
+        };
+        Variables {
+            entries: Vec::with_capacity(n),
+            index,
+        }
+    }
+
+    fn add(&mut self, name: &'a str, value: &'a str) {
+        match self.position(name) {
+            Ok(i) => fold_repeat(self.entries[i].1.to_mut(), value),
+            Err(slot) => {
+                let i = self.entries.len();
+                self.entries.push((name, Cow::Borrowed(value)));
+                match (&mut self.index, slot) {
+                    (NameIndex::Hashed(slots), Some(slot)) if 2 * (i + 1) <= slots.len() => {
+                        // `with_capacity` only hashes when every position fits in a u32.
+                        slots[slot] = u32::try_from(i + 1).unwrap_or(0);
+                    }
+                    (NameIndex::Sorted(sorted), _) => {
+                        sorted.insert(name, i);
+                    }
+                    // No free slot near enough, or more variables than the table was sized
+                    // for: sort instead from now on.
+                    (NameIndex::Hashed(_), _) => {
+                        let names = self.entries.iter().enumerate();
+                        let tree = names.map(|(i, (name, _))| (*name, i)).collect();
+                        self.index = NameIndex::Sorted(tree);
+                    }
+                }
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.position(name)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, value)| value.as_ref())
+    }
+
+    /// `Ok(position in entries)` of `name`, else `Err` with the free slot to index it in (none
+    /// when sorted or when the probe run is too long).
+    fn position(&self, name: &str) -> Result<usize, Option<usize>> {
+        match &self.index {
+            NameIndex::Hashed(slots) => {
+                let mask = slots.len() - 1;
+                let mut slot = hash_name(name) & mask;
+                for _ in 0..MAX_PROBE {
+                    match slots[slot] {
+                        0 => return Err(Some(slot)),
+                        s => {
+                            let i = s as usize - 1;
+                            if self.entries.get(i).is_some_and(|(n, _)| *n == name) {
+                                return Ok(i);
+                            }
+                        }
+                    }
+                    slot = (slot + 1) & mask;
+                }
+                Err(None)
+            }
+            NameIndex::Sorted(tree) => tree.get(name).copied().ok_or(None),
+        }
+    }
+}
+
+fn hash_name(name: &str) -> usize {
+    let mut hasher = FxHasher::default();
+    hasher.write(name.as_bytes());
+    hasher.finish() as usize
+}
+
+/// The CDR documents' name for the event's `Caller-Channel-<t>-Time`: `Progress-Media` →
+/// `progress_media_time`.
+fn time_key(t: &str) -> String {
+    format!("{}_time", t.to_ascii_lowercase().replace('-', "_"))
 }
 
 /// How the body of a `mod_json_cdr` POST is encoded, from its Content-Type.
@@ -615,6 +858,7 @@ fn hex_val(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     macro_rules! fixture {
         ($name:literal) => {
@@ -763,6 +1007,226 @@ mod tests {
             unwrap_post(b"!!!", PostEncoding::Base64, &limits),
             Err(CdrError::Base64)
         );
+    }
+
+    /// `from_hangup_event` as it was before [`HangupCdr`]: the oracle for both the document
+    /// it builds and the leg read in place.
+    fn reference_from_hangup_event(event: &EslEvent) -> RawCdr {
+        let mut variables = BTreeMap::new();
+        let mut times = BTreeMap::new();
+        for (name, value) in event.headers() {
+            if let Some(var) = name.strip_prefix("variable_") {
+                variables
+                    .entry(var.to_owned())
+                    .and_modify(|v: &mut String| {
+                        if !v.starts_with("ARRAY::") {
+                            v.insert_str(0, "ARRAY::");
+                        }
+                        v.push_str("|:");
+                        v.push_str(value);
+                    })
+                    .or_insert_with(|| value.to_owned());
+            } else if let Some(t) = name.strip_prefix("Caller-Channel-") {
+                if let Some(t) = t.strip_suffix("-Time") {
+                    times.insert(
+                        format!("{}_time", t.to_ascii_lowercase().replace('-', "_")),
+                        value.to_owned(),
+                    );
+                }
+            }
+        }
+        let h = |n: &str| event.get(n).unwrap_or("").to_owned();
+        let other = event.get("Other-Leg-Unique-ID").map(str::to_owned);
+        let other_type = event.get("Other-Type").unwrap_or("");
+        let profile = CallerProfile {
+            username: h("Caller-Username"),
+            caller_id_name: h("Caller-Caller-ID-Name"),
+            caller_id_number: h("Caller-Caller-ID-Number"),
+            ani: h("Caller-ANI"),
+            destination_number: h("Caller-Destination-Number"),
+            rdnis: h("Caller-RDNIS"),
+            uuid: event.unique_id().unwrap_or("").to_owned(),
+            chan_name: h("Caller-Channel-Name"),
+            network_addr: h("Caller-Network-Addr"),
+            extension_name: String::new(),
+            times,
+            originatees: other
+                .clone()
+                .filter(|_| other_type == "originatee")
+                .into_iter()
+                .collect(),
+            originators: other
+                .filter(|_| other_type == "originator")
+                .into_iter()
+                .collect(),
+        };
+        RawCdr {
+            format: CdrFormat::EslEvent,
+            core_uuid: event.core_uuid().map(str::to_owned),
+            switchname: event.get("FreeSWITCH-Switchname").map(str::to_owned),
+            channel_direction: event.get("Call-Direction").map(str::to_owned),
+            variables,
+            profiles: vec![profile],
+        }
+    }
+
+    /// The document and the leg of `event` are what they were, whichever way they are read.
+    fn assert_event_reads_as_before(event: &EslEvent) {
+        use crate::switch::leg::{Leg, LegVariables};
+        let reference = reference_from_hangup_event(event);
+        assert_eq!(RawCdr::from_hangup_event(event), reference);
+        let vars = LegVariables::default();
+        assert_eq!(
+            Leg::from_hangup_event(event, &vars),
+            Leg::from_raw(&reference, &vars)
+        );
+        let view = HangupCdr::new(event);
+        for name in reference.variables.keys() {
+            assert_eq!(view.var(name), reference.var(name), "{name}");
+        }
+        for name in reference.profiles[0].times.keys() {
+            assert_eq!(
+                view.profile_time(name),
+                reference.profile_time(name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn hangup_event_fixtures_read_as_before() {
+        let plain = [
+            fixture!("esl-channel-hangup-complete-2018.txt"),
+            fixture!("esl-channel-hangup-complete-2015.txt"),
+        ];
+        for body in plain {
+            let event = EslEvent::parse_plain(body).unwrap();
+            assert_event_reads_as_before(&event);
+            // The multi-value variables really are folded back.
+            let cdr = RawCdr::from_hangup_event(&event);
+            assert!(cdr.variables.values().any(|v| v.starts_with("ARRAY::")));
+        }
+        let json = [
+            fixture!("esl-channel-hangup-complete-bleg-cancelled-2025.json"),
+            fixture!("esl-channel-hangup-complete-originate-answered-2025.json"),
+        ];
+        for body in json {
+            assert_event_reads_as_before(&EslEvent::parse_json(body).unwrap());
+        }
+    }
+
+    fn hangup_header() -> impl Strategy<Value = (String, String)> {
+        let name = prop::sample::select(
+            &[
+                "variable_uuid",
+                "variable_start_uepoch",
+                "variable_start_epoch",
+                "variable_end_epoch",
+                "variable_answer_uepoch",
+                "variable_originator",
+                "variable_originated_legs",
+                "variable_bridge_uuid",
+                "variable_channel_cid_flipped",
+                "variable_direction",
+                "variable_sip_gateway_name",
+                "variable_sip_from_user",
+                "variable_dialed_user",
+                "variable_hangup_cause",
+                "variable_cc_queue",
+                "variable_x",
+                "variable_",
+                "Variable_uuid",
+                "Caller-Channel-Created-Time",
+                "Caller-Channel-created-Time",
+                "Caller-Channel-Hangup-Time",
+                "Caller-Channel-Answered-Time",
+                "Caller-Channel-Progress-Media-Time",
+                "Caller-Channel-Progress_Media-Time",
+                "Caller-Channel--Time",
+                "Caller-Channel-Hangup-time",
+                "Caller-Caller-ID-Number",
+                "Caller-Destination-Number",
+                "Caller-Username",
+                "Unique-ID",
+                "Core-UUID",
+                "Call-Direction",
+                "Other-Type",
+                "Other-Leg-Unique-ID",
+            ][..],
+        );
+        let value = prop::sample::select(
+            &[
+                "",
+                "0",
+                "7",
+                "1521025758006702",
+                "1521025788",
+                "ARRAY::x",
+                "a-1",
+                "b-2;name;1002",
+                "outbound",
+                "inbound",
+                "originator",
+                "originatee",
+                "yes",
+                "1002",
+            ][..],
+        );
+        (name, value).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+    }
+
+    proptest! {
+        #[test]
+        fn generated_hangup_events_read_as_before(
+            headers in prop::collection::vec(hangup_header(), 0..40)
+        ) {
+            let pairs: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            assert_event_reads_as_before(&EslEvent::from_pairs(&pairs));
+        }
+    }
+
+    /// The variables index against a plain map, including its fallbacks: more variables
+    /// than it was sized for, and names made to collide.
+    #[test]
+    fn variables_index_falls_back_to_sorting() {
+        fn check(variables: &Variables, names: &[String]) {
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(variables.get(name), Some(i.to_string().as_str()), "{name}");
+            }
+            assert_eq!(variables.get("absent"), None);
+        }
+        let names: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        let values: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+
+        let mut small = Variables::with_capacity(4);
+        for (name, value) in names.iter().zip(&values) {
+            small.add(name, value);
+        }
+        assert!(
+            matches!(small.index, NameIndex::Sorted(_)),
+            "outgrew its table"
+        );
+        check(&small, &names);
+
+        // Names whose hashes all land on one slot of a 256-slot table.
+        let home = |name: &str| hash_name(name) & 255;
+        let colliding: Vec<String> = (0..)
+            .map(|i| format!("c{i}"))
+            .filter(|n| home(n) == home("c0"))
+            .take(MAX_PROBE + 8)
+            .collect();
+        let values: Vec<String> = (0..colliding.len()).map(|i| i.to_string()).collect();
+        let mut flooded = Variables::with_capacity(128);
+        for (i, (name, value)) in colliding.iter().zip(&values).enumerate() {
+            flooded.add(name, value);
+            let sorted = matches!(flooded.index, NameIndex::Sorted(_));
+            assert_eq!(sorted, i >= MAX_PROBE, "{i}");
+        }
+        check(&flooded, &colliding);
+        // Repeats still fold once sorted.
+        flooded.add(&colliding[3], "again");
+        assert_eq!(flooded.get(&colliding[3]), Some("ARRAY::3|:again"));
     }
 
     #[test]
