@@ -58,6 +58,12 @@ impl ChannelView for EslEvent {
     }
 }
 
+/// Channel uuids are short tokens; anything else (a hostile or corrupt event) is not tracked,
+/// so it can neither bloat the table nor reach the desktops as a call id.
+fn plausible_uuid(u: &str) -> bool {
+    (1..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn at_ms(ev: &EslEvent, fallback: u64) -> u64 {
     // Event-Date-Timestamp is in microseconds.
     ev.get("Event-Date-Timestamp")
@@ -107,7 +113,13 @@ impl ChannelTracker {
             (
                 view.var("user_name")
                     .or_else(|| view.var("sip_from_user"))
-                    .or_else(|| view.get("Caller-Username")),
+                    .or_else(|| view.get("Caller-Username"))
+                    // `show channels` rows carry neither: the presence id names the user.
+                    .or_else(|| {
+                        view.get("presence_id")
+                            .and_then(|p| p.split('@').next())
+                            .filter(|u| !u.is_empty())
+                    }),
                 view.get("Caller-Destination-Number")
                     .or_else(|| view.get("dest")),
             )
@@ -163,7 +175,11 @@ impl ChannelTracker {
         let Some(name) = ev.name() else {
             return Vec::new();
         };
-        let Some(uuid) = ev.unique_id().map(str::to_owned) else {
+        let Some(uuid) = ev
+            .unique_id()
+            .filter(|u| plausible_uuid(u))
+            .map(str::to_owned)
+        else {
             return Vec::new();
         };
         let at = at_ms(ev, now_ms);
@@ -263,6 +279,7 @@ impl ChannelTracker {
         let listed: HashMap<&str, &BTreeMap<String, String>> = rows
             .iter()
             .filter_map(|r| r.get("uuid").map(|u| (u.as_str(), r)))
+            .filter(|(u, _)| plausible_uuid(u))
             .collect();
         let mut out = Vec::new();
         let gone: Vec<String> = self
@@ -299,13 +316,16 @@ impl ChannelTracker {
                 continue;
             }
             out.extend(self.track(uuid, &row, now_ms));
-            let active = row
-                .get("callstate")
-                .is_some_and(|s| matches!(s, "ACTIVE" | "HELD"));
+            let state = row.get("callstate");
+            let active = state.is_some_and(|s| matches!(s, "ACTIVE" | "HELD"));
             if let Some(ch) = self.channels.get_mut(uuid) {
                 if active {
                     ch.answered = true;
                     out.push(Self::event(uuid, ch, CallPhase::Answered, now_ms));
+                }
+                if state == Some("HELD") {
+                    ch.held = true;
+                    out.push(Self::event(uuid, ch, CallPhase::Held, now_ms));
                 }
             }
         }
@@ -478,6 +498,18 @@ mod tests {
             .on_event(&ev(&[("Event-Name", "CHANNEL_CREATE")]), 0)
             .is_empty());
         assert!(t.on_event(&ev(&[("Unique-ID", "x")]), 0).is_empty());
+        let huge = "a".repeat(10_000);
+        assert!(t
+            .on_event(
+                &ev(&[
+                    ("Event-Name", "CHANNEL_CREATE"),
+                    ("Unique-ID", &huge),
+                    ("Call-Direction", "outbound"),
+                    ("variable_dialed_user", "8001"),
+                ]),
+                0
+            )
+            .is_empty());
         let long = "9".repeat(100);
         assert!(t
             .on_event(
@@ -562,6 +594,30 @@ mod tests {
         assert!(
             t.resync(&rows, 60).is_empty(),
             "a second resync changes nothing"
+        );
+
+        // An agent dialling out during the outage: an inbound leg, named by its presence id.
+        let mut rows = rows;
+        rows.push(row(&[
+            ("uuid", "dialling"),
+            ("direction", "inbound"),
+            ("presence_id", "8003@10.0.0.1"),
+            ("dest", "13900000001"),
+            ("callstate", "HELD"),
+            ("name", "sofia/internal/8003@10.0.0.3"),
+        ]));
+        let evs = t.resync(&rows, 70);
+        let got: Vec<(&str, &CallPhase, CallDirection)> = evs
+            .iter()
+            .map(|e| (e.extension.as_str(), &e.phase, e.direction))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("8003", &CallPhase::Ringing, CallDirection::Outbound),
+                ("8003", &CallPhase::Answered, CallDirection::Outbound),
+                ("8003", &CallPhase::Held, CallDirection::Outbound),
+            ]
         );
     }
 }

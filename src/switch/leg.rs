@@ -161,7 +161,7 @@ impl Leg {
     /// Interprets a CDR however it is held (see [`CdrView`]).
     pub fn from_view<V: CdrView + ?Sized>(raw: &V, vars: &LegVariables) -> Result<Leg, LegError> {
         let uuid = raw.uuid().ok_or(LegError::NoUuid)?.to_owned();
-        if uuid.len() > 64 || !uuid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !plausible_uuid(&uuid) {
             return Err(LegError::BadUuid(uuid.chars().take(80).collect()));
         }
         let newest = raw.profiles().first();
@@ -208,9 +208,15 @@ impl Leg {
             .or_else(|| raw.var("originating_leg_uuid"))
             .map(str::to_owned)
             .or_else(|| newest.and_then(|p| p.originators.first().cloned()));
-        let call_uuid = originator
-            .clone()
-            .or_else(|| raw.var("call_uuid").map(str::to_owned))
+        // FreeSWITCH copies `call_uuid` from the originating channel to every leg it places,
+        // so a consult or transfer leg placed by an agent leg still names the customer's call;
+        // `originator` names only the immediate parent. The key goes into the store, so only
+        // plausible uuids are taken.
+        let call_uuid = raw
+            .var("call_uuid")
+            .filter(|u| plausible_uuid(u))
+            .map(str::to_owned)
+            .or_else(|| originator.clone().filter(|u| plausible_uuid(u)))
             .unwrap_or_else(|| uuid.clone());
 
         let mut related: Vec<String> = Vec::new();
@@ -393,6 +399,11 @@ impl Leg {
     pub fn answered(&self) -> bool {
         self.times.answered_ms.is_some()
     }
+}
+
+/// A channel uuid: a short token of letters, digits and dashes.
+fn plausible_uuid(u: &str) -> bool {
+    (1..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// FreeSWITCH writes `0` for "never"; anything non-numeric is treated the same.
