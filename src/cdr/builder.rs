@@ -466,3 +466,191 @@ pub fn build_call(legs: &[Leg], dir: &dyn CdrDirectory, map: &CdrMapping) -> Vec
     }
     records
 }
+
+#[cfg(test)]
+mod tests {
+    //! Segments no fixture covers: an IVR, a mod_callcenter queue and an answered agent leg.
+
+    use super::*;
+    use crate::switch::leg::{Hangup, LegKey, LegTimes};
+
+    const T: u64 = 1_700_000_000_000;
+
+    struct Dir;
+    impl CdrDirectory for Dir {
+        fn agent_at(&self, extension: &str) -> Option<AgentRef> {
+            (extension == "8001").then(|| AgentRef {
+                extension: "8001".into(),
+                agent_id: "A8001".into(),
+                name: "Agent".into(),
+                org_no: "64401".into(),
+                org_name: "Org".into(),
+            })
+        }
+        fn is_extension(&self, user: &str) -> bool {
+            user == "8001"
+        }
+        fn skill_group(&self, key: &str) -> Option<(String, String)> {
+            (key == "G1").then(|| ("G1".into(), "报修组".into()))
+        }
+        fn agent_skill_group(&self, _: &str) -> Option<(String, String)> {
+            None
+        }
+    }
+
+    fn leg(uuid: &str, direction: LegDirection, times: LegTimes, by: HangupBy) -> Leg {
+        Leg {
+            key: LegKey {
+                core_uuid: "core".into(),
+                uuid: uuid.into(),
+            },
+            call_uuid: "a".into(),
+            related: Vec::new(),
+            direction,
+            sip_call_id: None,
+            caller_number: "13900000000".into(),
+            caller_name: String::new(),
+            destination: "95598".into(),
+            original_called: "95598".into(),
+            phone_user: None,
+            gateway: None,
+            queue: None,
+            cc_agent: None,
+            times,
+            hangup: Hangup {
+                cause: "NORMAL_CLEARING".into(),
+                q850: Some(16),
+                sip_status: None,
+                by,
+            },
+            recording: None,
+            task_code: None,
+            service: None,
+            transferred: false,
+        }
+    }
+
+    /// Caller via the carrier: IVR for 9 s, queued in G1 for 15 s, agent 8001 rings 4.5 s,
+    /// answers, and the caller hangs up after 60 s of talk.
+    #[test]
+    fn ivr_queue_and_agent_segments_of_one_inbound_call() {
+        let mut a = leg(
+            "a",
+            LegDirection::Inbound,
+            LegTimes {
+                created_ms: T,
+                ringing_ms: None,
+                answered_ms: Some(T + 1_000),
+                bridged_ms: Some(T + 25_000),
+                ended_ms: T + 85_000,
+                queue_joined_ms: Some(T + 10_000),
+                queue_answered_ms: Some(T + 25_000),
+                queue_left_ms: None,
+            },
+            HangupBy::FarEnd,
+        );
+        a.gateway = Some("carrier".into());
+        a.queue = Some("G1@default".into());
+        a.related = vec!["b".into()];
+        a.recording = Some("rec-1".into());
+        let mut b = leg(
+            "b",
+            LegDirection::Outbound,
+            LegTimes {
+                created_ms: T + 20_000,
+                ringing_ms: Some(T + 20_500),
+                answered_ms: Some(T + 25_000),
+                bridged_ms: Some(T + 25_000),
+                ended_ms: T + 85_000,
+                ..LegTimes::default()
+            },
+            HangupBy::Switch,
+        );
+        b.phone_user = Some("8001".into());
+        b.cc_agent = Some("8001@default".into());
+
+        let records = build_call(&[b, a], &Dir, &CdrMapping::default());
+        let kinds: Vec<Segment> = records.iter().map(|r| r.segment).collect();
+        assert_eq!(kinds, [Segment::Ivr, Segment::Queue, Segment::Agent]);
+        let (ivr, queue, agent) = (&records[0], &records[1], &records[2]);
+
+        assert_eq!(
+            (ivr.start_ms, ivr.answer_ms, ivr.end_ms),
+            (T, Some(T + 1_000), T + 10_000)
+        );
+        assert_eq!((ivr.answer_secs, ivr.result), (9, CallResult::None));
+
+        assert_eq!(
+            (queue.start_ms, queue.end_ms, queue.queue_secs),
+            (T + 10_000, T + 25_000, 15)
+        );
+        assert_eq!(queue.route_result, Some(RouteResult::AgentSelected));
+        assert_eq!(queue.route_end_cause, -1);
+        assert_eq!(
+            (queue.service_id.as_str(), queue.service_name.as_str()),
+            ("G1", "报修组")
+        );
+
+        assert_eq!(
+            agent.agent.as_ref().map(|a| a.agent_id.as_str()),
+            Some("A8001")
+        );
+        assert_eq!(
+            (
+                agent.ring_secs,
+                agent.answer_secs,
+                agent.queue_secs,
+                agent.duration_secs
+            ),
+            (5, 60, 10, 65)
+        );
+        assert_eq!(agent.answer_flag, AnswerFlag::Connected);
+        assert_eq!(agent.result, CallResult::UserHungUp, "the caller hung up");
+        assert_eq!(agent.route_result, Some(RouteResult::AgentSelected));
+        assert_eq!(agent.service_id, "G1");
+        assert_eq!(agent.leg_uuid, "b");
+
+        for r in &records {
+            assert_eq!(r.direction, CallDirection::Inbound);
+            assert_eq!(r.scope, CallScope::External);
+            assert_eq!(r.user_number, "13900000000");
+            assert_eq!(r.session_stop_ms, T + 85_000);
+            assert_eq!(r.recording.as_deref(), Some("rec-1"));
+            assert_eq!(r.session_id, records[0].session_id);
+        }
+        let numbers: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.stream_number.as_str()).collect();
+        assert_eq!(numbers.len(), 3, "unique stream numbers");
+        assert!(records[2].stream_number.ends_with("02"));
+    }
+
+    /// The caller gives up in the queue: one queue record, abandoned.
+    #[test]
+    fn a_caller_abandoning_the_queue() {
+        let mut a = leg(
+            "a",
+            LegDirection::Inbound,
+            LegTimes {
+                created_ms: T,
+                answered_ms: Some(T + 500),
+                ended_ms: T + 40_000,
+                queue_joined_ms: Some(T + 1_000),
+                queue_left_ms: Some(T + 40_000),
+                ..LegTimes::default()
+            },
+            HangupBy::FarEnd,
+        );
+        a.queue = Some("G1".into());
+        a.hangup.cause = "ORIGINATOR_CANCEL".into();
+        let records = build_call(&[a], &Dir, &CdrMapping::default());
+        assert_eq!(records.len(), 1, "{records:#?}");
+        let q = &records[0];
+        assert_eq!(q.segment, Segment::Queue);
+        assert_eq!(q.route_result, Some(RouteResult::AbandonedInQueue));
+        assert_eq!((q.route_end_cause, q.queue_secs), (0, 39));
+        assert_eq!(
+            (q.answer_flag, q.result),
+            (AnswerFlag::NotConnected, CallResult::UserHungUp)
+        );
+    }
+}
