@@ -523,6 +523,37 @@ async fn an_api_timeout_leaves_later_answers_aligned() {
     h.stop().await;
 }
 
+/// FreeSWITCH drops events for slow listeners, BACKGROUND_JOB included: jobs whose callers
+/// timed out must not keep their slots, or `bgapi` (the dialer's originate) would stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_whose_results_never_come_do_not_exhaust_the_slots() {
+    let server = EslServer::start(PASSWORD).await;
+    let mut config = test_config(&server, PASSWORD);
+    config.api_timeout = Duration::from_millis(300);
+    config.max_outstanding = 2;
+    let mut h = Harness::start(config);
+    h.connected(1).await;
+
+    server.hold_jobs(true);
+    for _ in 0..4 {
+        assert!(matches!(
+            h.client.bgapi("originate lost").await,
+            Err(EslClientError::Timeout)
+        ));
+    }
+    // Every one of them reached the switch: no slot stayed taken by an abandoned job.
+    let sent = server
+        .commands()
+        .iter()
+        .filter(|c| c.starts_with("bgapi originate lost"))
+        .count();
+    assert_eq!(sent, 4, "{:?}", server.commands());
+    server.hold_jobs(false);
+    let body = h.client.bgapi("status").await.expect("answered");
+    assert!(!body.is_empty());
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_feed_drops_events_then_resyncs_when_drained() {
     let server = EslServer::start(PASSWORD).await;

@@ -514,6 +514,20 @@ impl Conn {
         }
     }
 
+    /// Stops tracking jobs whose callers gave up (timed out). Without this, a job whose
+    /// BACKGROUND_JOB FreeSWITCH dropped would hold its slot until the next reconnect, and
+    /// enough of them would refuse every further `bgapi` on this connection.
+    fn forget_abandoned_jobs(&mut self) {
+        let Conn { jobs, session, .. } = self;
+        jobs.retain(|uuid, answer| {
+            let waited_for = !answer.is_closed();
+            if !waited_for {
+                session.forget_job(uuid);
+            }
+            waited_for
+        });
+    }
+
     /// Every waiting caller learns the connection is gone.
     fn fail_pending(&mut self) {
         for waiter in self.api_waiters.drain(..) {
@@ -878,6 +892,9 @@ impl Task {
         if answer.is_closed() {
             // The caller already gave up; do not spend a command slot on it.
             return Ok(());
+        }
+        if job_uuid.is_some() {
+            conn.forget_abandoned_jobs();
         }
         match conn.session.command(&command) {
             Ok(bytes) => {

@@ -1534,6 +1534,12 @@ impl EslSession {
         self.jobs.len()
     }
 
+    /// Stops tracking a job nobody awaits any more (its caller gave up), freeing its slot; a
+    /// late `BACKGROUND_JOB` for it then arrives as an ordinary event. True if it was tracked.
+    pub fn forget_job(&mut self, job_uuid: &str) -> bool {
+        self.jobs.remove(job_uuid).is_some()
+    }
+
     /// Encodes a command and records that a reply is expected for it.
     pub fn command(&mut self, command: &Command) -> Result<Vec<u8>, EslError> {
         self.ready()?;
@@ -3162,6 +3168,30 @@ mod tests {
             EslSession::new("p", EventFormat::Json, &[], 1),
             Err(EslError::EmptyArgument { .. })
         ));
+    }
+
+    #[test]
+    fn a_forgotten_job_frees_its_slot() {
+        let mut s = subscribed_session();
+        let bgapi = |i: usize| Command::BgApi {
+            command: "originate".into(),
+            job_uuid: format!("job-{i}"),
+        };
+        for i in 0..4 {
+            s.command(&bgapi(i)).expect("within bound");
+            s.handle(&reply(&format!("+OK Job-UUID: job-{i}")))
+                .expect("accepted");
+        }
+        // FreeSWITCH dropped every BACKGROUND_JOB: the slots stay taken...
+        assert_eq!(
+            s.command(&bgapi(4)),
+            Err(EslError::TooManyOutstanding { limit: 4 })
+        );
+        // ...until the jobs nobody awaits are forgotten.
+        assert!(s.forget_job("job-0"));
+        assert!(!s.forget_job("job-0"));
+        assert_eq!(s.outstanding_jobs(), 3);
+        s.command(&bgapi(4)).expect("a slot is free again");
     }
 
     #[test]
