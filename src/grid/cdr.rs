@@ -8,6 +8,11 @@
 //! SUBCONTRACTOR*, PROJECT*) are never sent; ORIGAGENTNUMBER/ORIGAGENTID (undecided, "mostly
 //! empty") are not sent either. The time format is not in the contract, so it is configurable
 //! (default `%Y-%m-%d %H:%M:%S` in the configured zone); absent times are empty strings.
+//!
+//! `callId` and `sId` both carry the call's 19-digit session id, so every segment of a call
+//! links by either. The contract's remark on `sId` ("same as streamnumber") would make it
+//! unique per record and useless as a link; the reference payload shows `sId` = `callId`,
+//! which is what is sent.
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
