@@ -1673,17 +1673,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/freeswitch/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     const SESSION: &[u8] = fixture!("esl-inbound-auth-bgapi-session.txt");
     const API: &[u8] = fixture!("esl-api-response.txt");
     const RELOADXML: &[u8] = fixture!("esl-background-job-reloadxml-2023.txt");

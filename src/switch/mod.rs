@@ -8,6 +8,20 @@
 //! - [`raw_cdr`], [`xml_cdr`]: CDR documents (mod_json_cdr, mod_xml_cdr, hang-up events);
 //! - [`leg`]: one call leg, normalized from any of them.
 
+/// The bytes of a FreeSWITCH sample in `tests/fixtures/freeswitch/`, for this module's tests.
+/// Defined before the submodules so that their tests see it.
+#[cfg(test)]
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/freeswitch/",
+            $name
+        ))
+        .as_slice()
+    };
+}
+
 pub mod adapter;
 pub mod callcenter;
 pub mod calls;

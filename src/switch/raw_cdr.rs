@@ -860,17 +860,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/freeswitch/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     #[test]
     fn parses_every_json_fixture_layout() {
         let limits = CdrLimits::default();

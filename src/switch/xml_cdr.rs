@@ -595,17 +595,6 @@ mod tests {
     use super::super::raw_cdr::parse_json;
     use super::*;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/freeswitch/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     const MODERN: &[u8] = fixture!("cdr-inbound-unanswered-subscriber-absent-2019.xml");
     const LEGACY: &[u8] = fixture!("cdr-inbound-answered-bridged-legacy-2008.xml");
 
