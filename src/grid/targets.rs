@@ -97,7 +97,11 @@ impl std::fmt::Debug for PushTarget {
             .field("timeout_ms", &self.timeout_ms)
             .field(
                 "bearer_token",
-                &if self.bearer_token.is_empty() { "" } else { "<redacted>" },
+                &if self.bearer_token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
             )
             .field("bearer_token_file", &self.bearer_token_file)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
@@ -151,7 +155,10 @@ impl GridConfig {
                 return Err((key("idempotency_header"), "is not a header name".into()));
             }
             if p.bearer_token.chars().any(|c| c.is_control()) {
-                return Err((key("bearer_token"), "must not contain control characters".into()));
+                return Err((
+                    key("bearer_token"),
+                    "must not contain control characters".into(),
+                ));
             }
         }
         Ok(())
