@@ -2,4 +2,5 @@
 //! field names, enum encodings and time formats. Domain types stay elsewhere; this module only
 //! translates them.
 
+pub mod agent_event;
 pub mod cdr;
