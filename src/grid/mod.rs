@@ -4,3 +4,4 @@
 
 pub mod agent_event;
 pub mod cdr;
+pub mod changes;
