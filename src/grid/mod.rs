@@ -5,3 +5,4 @@
 pub mod agent_event;
 pub mod cdr;
 pub mod changes;
+pub mod detail;
