@@ -716,20 +716,28 @@ mod tests {
         let mut c = AgentEventConfig::default();
         c.states.talking.code = 14;
         assert!(err(c).starts_with("states.talking.code:"));
-        let mut c = AgentEventConfig::default();
-        c.state_key = "ssid".into();
+        let c = AgentEventConfig {
+            state_key: "ssid".into(),
+            ..AgentEventConfig::default()
+        };
         assert!(err(c).starts_with("state_key:"));
-        let mut c = AgentEventConfig::default();
-        c.year_month_key = "port".into();
+        let c = AgentEventConfig {
+            year_month_key: "port".into(),
+            ..AgentEventConfig::default()
+        };
         assert!(err(c).starts_with("year_month_key:"));
-        let mut c = AgentEventConfig::default();
-        c.stream_number_key = "".into();
+        let c = AgentEventConfig {
+            stream_number_key: "".into(),
+            ..AgentEventConfig::default()
+        };
         assert!(err(c).starts_with("stream_number_key:"));
         let mut c = AgentEventConfig::default();
         c.macs.insert("8001".into(), "00:11:22:33:44".into());
         assert!(err(c).starts_with("macs.8001:"));
-        let mut c = AgentEventConfig::default();
-        c.timezone = "Mars/Base".into();
+        let c = AgentEventConfig {
+            timezone: "Mars/Base".into(),
+            ..AgentEventConfig::default()
+        };
         assert!(err(c).starts_with("timezone:"));
         let mut c = AgentEventConfig::default();
         c.states.rest.name = " ".into();

@@ -21,23 +21,23 @@
 //! |---|---|
 //! | `sessionId` | `session_id` (the call's id, L2918) |
 //! | `agentId`/`agentName` | the segment's agent |
-//! | `agentNum` | [`DetailConfig::agent_num_prefix`] + extension (the outbound example sends `sip:70007`, L3013) |
+//! | `agentNum` | [`DetailConfig::agent_num_prefix`] + extension (the outbound example sends `sip:70007`, L3014) |
 //! | `skillId`/`skillName` | `service_id`/`service_name` |
 //! | `startTime`/`endTime` | `start_ms`/`end_ms`, `yyyy-MM-dd HH:mm:ss` (L2924-2925) |
-//! | `callingNum` | inbound: the customer (`user_number`); outbound: the presented number (`dialNum`), as the outbound example has `callingNum` = `dialNum` (L3016, L3022) |
+//! | `callingNum` | inbound: the customer (`user_number`); outbound: the presented number (`dialNum`), as the outbound example has `callingNum` = `dialNum` (L3018, L3022) |
 //! | `dialNum` | outbound only: the presented caller id, from [`DetailExtras::dial_num`] (the record does not hold it) |
-//! | `calledNum` | inbound: `original_called` (the number dialled); outbound: [`DetailConfig::outbound_called_num_prefix`] + the customer (the example sends `Tel:15835102037`, L3015) |
+//! | `calledNum` | inbound: `original_called` (the number dialled); outbound: [`DetailConfig::outbound_called_num_prefix`] + the customer (the example sends `Tel:15835102037`, L3017) |
 //! | `queueLength`/`alertLength`/`talkLength`/`totalDuration` | `queue_secs`/`ring_secs`/`answer_secs`/`duration_secs` |
 //! | `endType`/`hangupDisposition` | [`end_type`] (below) |
 //! | `customerProvince`/`customerCity`/`satisfactionKey`/`satisfactionResult`/`deptName` | [`DetailExtras`] (number-location lookup, survey, directory: none of them is in the record) |
-//! | `recordStartTime`/`recordEndTime` | with a recording: answer (or start) and end; both examples record from answer to end (L2996-2997, L3035-3036) |
+//! | `recordStartTime`/`recordEndTime` | with a recording: answer (or start) and end; both examples record from answer to end (L2993-2995, L3030-3032) |
 //! | `recordPath` | [`DetailConfig::record_url_prefix`] + the recording id |
 //! | `callType` | 1 inbound, 0 outbound (L2950-2955) |
 //! | `entId` | the caller's enterprise id (also in the envelope) |
 //! | `ivrLength` | an IVR segment's `duration_secs`, else 0 |
 //! | `handleLength` | undefined in the seed; `totalDuration - queueLength - alertLength - talkLength` (floored at 0), the only reading that fits both examples: 29-0-0-29 = 0 (L2989) and 45-0-4-40 = 1 (L3026), i.e. the set-up time not spent queueing, alerting or talking (in the outbound example, the agent leg's own ringing before the customer was dialled) |
 //!
-//! In the inbound example `callingNum` is 2427998, `calledNum` 10001000111 (L2983-2984); the
+//! In the inbound example `callingNum` is 2427998, `calledNum` 10001000111 (L2984-2985); the
 //! recording name `<hex16(sessionId)>_10001000111_2427998` puts them the other way round.
 //! The table's meanings (主叫/被叫) are followed.
 //!
@@ -235,10 +235,10 @@ pub fn is_final_segment(r: &CallRecord) -> bool {
 pub struct DetailConfig {
     /// IANA zone of every time (the seed names none; the platform is in China).
     pub timezone: String,
-    /// Put before the extension in `agentNum` (the example has `sip:`, L3013). Default "".
+    /// Put before the extension in `agentNum` (the example has `sip:`, L3014). Default "".
     pub agent_num_prefix: String,
     /// Put before the customer's number in an outbound `calledNum` (the example has `Tel:`,
-    /// L3015). Default "".
+    /// L3017). Default "".
     pub outbound_called_num_prefix: String,
     /// Put before the recording id in `recordPath` (e.g. the download URL's base). Default "".
     pub record_url_prefix: String,
@@ -455,7 +455,7 @@ mod tests {
     use super::*;
 
     /// Both examples of the seed (signStr L3002/L3040, timestamp L3003/L3041, entId
-    /// L3001/L3039, sessionId L2998/L3037).
+    /// L3001/L3039, sessionId L2996/L3034).
     #[test]
     fn sign_str_matches_both_seed_vectors() {
         assert_eq!(
