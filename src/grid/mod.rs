@@ -4,8 +4,6 @@
 
 pub mod agent_event;
 pub mod cdr;
-pub mod agent_event;
-pub mod cdr;
 pub mod changes;
 pub mod detail;
 pub mod forward;
