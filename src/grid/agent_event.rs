@@ -255,9 +255,9 @@ pub struct AgentEventConfig {
     /// Extension → MAC address (`aa:bb:cc:dd:ee:ff` or with `-`), for `mac`; a registrar
     /// cannot learn MACs itself.
     pub macs: BTreeMap<String, String>,
-    /// How often the shell should send a [`heartbeat`] per signed-in agent, in seconds;
-    /// 0 (the default) sends none, since the seed only implies heartbeats (L484) and gives no
-    /// cadence.
+    /// How often the shell sends a [`heartbeat`] per signed-in agent, in seconds; 0 sends
+    /// none. The seed implies heartbeats (L484) without a cadence; 60 s is the default until
+    /// the grid team names one.
     pub heartbeat_secs: u64,
 }
 
@@ -270,7 +270,7 @@ impl Default for AgentEventConfig {
             timezone: "Asia/Shanghai".into(),
             states: EstateTable::default(),
             macs: BTreeMap::new(),
-            heartbeat_secs: 0,
+            heartbeat_secs: 60,
         }
     }
 }

@@ -16,14 +16,27 @@ pub struct GridConfig {
     /// 企业ID (`entId`) the grid knows this call center by; sent in the access-number and
     /// signed detail pushes and checked on the grid's queries.
     pub ent_id: String,
+    /// Seconds between comparisons of the directory with what was last pushed (agent and
+    /// access-number changes), and the heartbeat clock's resolution.
+    pub sync_secs: u64,
     pub push: PushTargets,
+    /// `[grid.agent_event]`: key spellings, the esate table, MACs, heartbeats.
+    pub agent_event: crate::grid::agent_event::AgentEventConfig,
+    /// `[grid.changes]`: defaults of the change pushes.
+    pub changes: crate::grid::changes::ChangesConfig,
+    /// `[grid.detail]`: the signed 明细 format.
+    pub detail: crate::grid::detail::DetailConfig,
 }
 
 impl Default for GridConfig {
     fn default() -> Self {
         GridConfig {
             ent_id: "gridedge".into(),
+            sync_secs: 5,
             push: PushTargets::default(),
+            agent_event: Default::default(),
+            changes: Default::default(),
+            detail: Default::default(),
         }
     }
 }
@@ -119,6 +132,18 @@ impl GridConfig {
                 "must be 1-64 printable characters".into(),
             ));
         }
+        if !(1..=3600).contains(&self.sync_secs) {
+            return Err(("grid.sync_secs".into(), "must be between 1 and 3600".into()));
+        }
+        self.agent_event
+            .validate()
+            .map_err(|e| ("grid.agent_event".into(), e))?;
+        self.changes
+            .validate()
+            .map_err(|e| ("grid.changes".into(), e))?;
+        self.detail
+            .validate()
+            .map_err(|e| ("grid.detail".into(), e))?;
         for t in Target::ALL {
             let p = self.push.get(t);
             let key = |k: &str| format!("grid.push.{}.{k}", t.as_str());
