@@ -53,6 +53,8 @@ pub struct Config {
     pub access_numbers: Vec<crate::agents::directory::AccessNumber>,
     pub esl: EslConfig,
     pub cdr: CdrConfig,
+    /// `[grid_api]`: the routes the grid platform calls (seed 000 §二 网格化调用端).
+    pub grid_api: crate::api::grid::GridApiConfig,
 }
 
 /// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
@@ -699,7 +701,38 @@ impl Config {
         }
         self.validate_extensions()?;
         self.validate_presence()?;
-        self.validate_switch()
+        self.validate_switch()?;
+        self.validate_grid_api()
+    }
+
+    /// `[grid_api]`: its own checks, plus its paths must not take another route's.
+    fn validate_grid_api(&self) -> Result<(), ConfigError> {
+        let reserved = [
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            self.cdr.receiver_path.as_str(),
+        ];
+        if let Err((key, reason)) = self.grid_api.validate(&reserved) {
+            return Err(invalid(key, reason));
+        }
+        for (k, p) in [
+            ("recording", &self.grid_api.paths.recording),
+            ("agents", &self.grid_api.paths.agents),
+            ("extensions", &self.grid_api.paths.extensions),
+            ("agent_change", &self.grid_api.paths.agent_change),
+            ("queue", &self.grid_api.paths.queue),
+            ("skill_groups", &self.grid_api.paths.skill_groups),
+            ("fallback_number", &self.grid_api.paths.fallback_number),
+        ] {
+            if p.starts_with("/callcenter/") || p.starts_with("/freeswitch/") {
+                return Err(invalid(
+                    format!("grid_api.paths.{k}"),
+                    format!("{p} is inside a prefix the management API or event stream owns"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_switch(&self) -> Result<(), ConfigError> {

@@ -324,6 +324,27 @@ pub async fn run(
     let cdr = CdrService::open(&cfg, Arc::clone(&metrics), Now::system())
         .context("opening the CDR store")?;
 
+    // The grid platform's routes, and the board of queued calls the switch adapter feeds.
+    let queue_board = Arc::new(crate::grid::queue_board::SharedQueueBoard::new(
+        cfg.grid_api.max_queued_calls,
+        metrics.registry(),
+    ));
+    let grid_state = if cfg.grid_api.enabled {
+        Some(
+            api::grid::GridState::open(
+                &cfg.grid_api,
+                &cfg.db_path(),
+                Arc::clone(&agents),
+                Arc::clone(&queue_board),
+                Arc::new(api::grid::NoRecordings),
+                Arc::clone(&metrics),
+            )
+            .context("grid_api")?,
+        )
+    } else {
+        None
+    };
+
     // HTTP first, so /healthz answers while SIP comes up.
     let api_state = Arc::new(ApiState {
         metrics: Arc::clone(&metrics),
@@ -346,6 +367,7 @@ pub async fn run(
                 max_body_bytes: cfg.cdr.max_body_bytes,
             }),
             &cfg.cdr.receiver_path,
+            grid_state,
         );
         let token = shutdown.clone();
         let max_http = cfg.http.max_connections;
@@ -462,6 +484,7 @@ pub async fn run(
             sip: Arc::clone(&server),
             metrics: Arc::clone(&metrics),
             tracker: ChannelTracker::new(100_000, &LegVariables::default().task_code),
+            queue_board: Arc::clone(&queue_board),
         };
         tasks.spawn(adapter.run(feed_rx, shutdown.clone()));
     }

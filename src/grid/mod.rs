@@ -2,4 +2,7 @@
 //! field names, enum encodings and time formats. Domain types stay elsewhere; this module only
 //! translates them.
 
+pub mod auth;
 pub mod cdr;
+pub mod query;
+pub mod queue_board;
