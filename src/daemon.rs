@@ -333,6 +333,7 @@ pub async fn run(
         Some(
             api::grid::GridState::open(
                 &cfg.grid_api,
+                cfg.cdr.mapping.queues.clone(),
                 &cfg.db_path(),
                 Arc::clone(&agents),
                 Arc::clone(&queue_board),

@@ -77,8 +77,6 @@ pub struct GridApiConfig {
     pub new_agent_department: String,
     pub new_agent_org_no: String,
     pub new_agent_org_name: String,
-    /// mod_callcenter queue name (full, or before `@`) → skill group id.
-    pub queue_skill_groups: BTreeMap<String, String>,
     pub paths: GridPaths,
 }
 
@@ -101,7 +99,6 @@ impl Default for GridApiConfig {
             new_agent_department: "root".into(),
             new_agent_org_no: String::new(),
             new_agent_org_name: String::new(),
-            queue_skill_groups: BTreeMap::new(),
             paths: GridPaths::default(),
         }
     }
@@ -238,14 +235,6 @@ impl GridApiConfig {
                 );
             }
         }
-        for (q, g) in &self.queue_skill_groups {
-            if q.is_empty() || g.is_empty() || q.len() > 128 || g.len() > 64 {
-                return bad(
-                    "queue_skill_groups",
-                    "queue names (1-128) and skill-group ids (1-64) must not be empty",
-                );
-            }
-        }
         Ok(())
     }
 
@@ -358,6 +347,8 @@ fn stream_body(reader: Pin<Box<dyn AsyncRead + Send>>) -> Body {
 /// before the grid hears 200), the 保底号码 table in memory, the queue board, presence.
 pub struct GridState {
     cfg: GridApiConfig,
+    /// mod_callcenter queue → skill group (`cdr.mapping.queues`, shared with the CDR builder).
+    queue_map: BTreeMap<String, String>,
     auth: Mutex<GridAuth>,
     agents: Arc<AgentsService>,
     store: Mutex<Store>,
@@ -374,6 +365,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl GridState {
     pub fn open(
         cfg: &GridApiConfig,
+        queue_map: BTreeMap<String, String>,
         db_path: &std::path::Path,
         agents: Arc<AgentsService>,
         board: Arc<SharedQueueBoard>,
@@ -392,6 +384,7 @@ impl GridState {
         Ok(Arc::new(GridState {
             auth: Mutex::new(GridAuth::new(cfg.auth_settings()?)),
             cfg: cfg.clone(),
+            queue_map,
             agents,
             store: Mutex::new(store),
             fallback: RwLock::new(table),
@@ -774,7 +767,7 @@ fn execute(route: Route, st: &GridState, p: &Params) -> Result<Reply, QueryError
             Ok(Reply::Json(queue_list_response(
                 &req,
                 &calls,
-                &st.cfg.queue_skill_groups,
+                &st.queue_map,
                 &groups,
                 &access,
                 now.unix_ms,
@@ -1096,8 +1089,10 @@ mod tests {
         let ok = GridApiConfig::default();
         assert!(ok.validate(&["/metrics"]).is_ok());
         let key = |c: GridApiConfig| c.validate(&["/metrics"]).unwrap_err().0;
-        let mut c = GridApiConfig::default();
-        c.auth = AuthMode::Bearer;
+        let mut c = GridApiConfig {
+            auth: AuthMode::Bearer,
+            ..Default::default()
+        };
         assert_eq!(key(c.clone()), "grid_api.token");
         c.token = "short".into();
         assert_eq!(key(c.clone()), "grid_api.token");
@@ -1114,11 +1109,15 @@ mod tests {
         let mut c = GridApiConfig::default();
         c.paths.recording = "/grid/../x".into();
         assert_eq!(key(c), "grid_api.paths.recording");
-        let mut c = GridApiConfig::default();
-        c.max_page_size = 0;
+        let c = GridApiConfig {
+            max_page_size: 0,
+            ..Default::default()
+        };
         assert_eq!(key(c), "grid_api.max_page_size");
-        let mut c = GridApiConfig::default();
-        c.hmac_secret = "a-very-secret-hmac-key".into();
+        let c = GridApiConfig {
+            hmac_secret: "a-very-secret-hmac-key".into(),
+            ..Default::default()
+        };
         assert!(!format!("{c:?}").contains("a-very-secret"));
     }
 }

@@ -836,26 +836,22 @@ impl QueueListRequest {
     }
 }
 
-/// Which skill group a mod_callcenter queue serves: the configured mapping
-/// (`grid_api.queue_skill_groups`, by full queue name then by the name before `@`), else the
-/// skill group whose id is the queue's name before `@` (or its full name).
+/// Which skill group a mod_callcenter queue serves, by the rule the CDR builder uses for
+/// `SERVICEID` (`cdr.mapping.queues`, one table for both): the mapped key for the full queue
+/// name, else the name before `@`; then the skill group with that id, else with that name.
 pub fn queue_skill_group<'a>(
     queue: &str,
     mapping: &BTreeMap<String, String>,
     groups: &'a [SkillGroup],
 ) -> Option<&'a SkillGroup> {
-    let short = queue.split_once('@').map_or(queue, |(q, _)| q);
-    let id = mapping
+    let key = mapping
         .get(queue)
-        .or_else(|| mapping.get(short))
-        .map(String::as_str);
-    match id {
-        Some(id) => groups.iter().find(|g| g.id == id),
-        None => groups
-            .iter()
-            .find(|g| g.id == queue)
-            .or_else(|| groups.iter().find(|g| g.id == short)),
-    }
+        .map(String::as_str)
+        .unwrap_or_else(|| queue.split('@').next().unwrap_or(queue));
+    groups
+        .iter()
+        .find(|g| g.id == key)
+        .or_else(|| groups.iter().find(|g| g.name == key))
 }
 
 /// `{code:200, msg, count, queueList}`. `count` is every queued call matching the filter
