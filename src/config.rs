@@ -713,26 +713,11 @@ impl Config {
             "/readyz",
             self.cdr.receiver_path.as_str(),
         ];
-        if let Err((key, reason)) = self.grid_api.validate(&reserved) {
-            return Err(invalid(key, reason));
-        }
-        for (k, p) in [
-            ("recording", &self.grid_api.paths.recording),
-            ("agents", &self.grid_api.paths.agents),
-            ("extensions", &self.grid_api.paths.extensions),
-            ("agent_change", &self.grid_api.paths.agent_change),
-            ("queue", &self.grid_api.paths.queue),
-            ("skill_groups", &self.grid_api.paths.skill_groups),
-            ("fallback_number", &self.grid_api.paths.fallback_number),
-        ] {
-            if p.starts_with("/callcenter/") || p.starts_with("/freeswitch/") {
-                return Err(invalid(
-                    format!("grid_api.paths.{k}"),
-                    format!("{p} is inside a prefix the management API or event stream owns"),
-                ));
-            }
-        }
-        Ok(())
+        // Prefixes the management API and the event stream own.
+        let prefixes = ["/callcenter/", "/freeswitch/"];
+        self.grid_api
+            .validate(&reserved, &prefixes)
+            .map_err(|(key, reason)| invalid(key, reason))
     }
 
     fn validate_switch(&self) -> Result<(), ConfigError> {

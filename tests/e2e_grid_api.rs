@@ -238,7 +238,7 @@ const FIELDS: [&str; 25] = [
 
 #[test]
 fn agent_list_shapes_filters_and_validation() {
-    let d = start("");
+    let mut d = start("");
     let all = json!({"entId": ENT, "agentIds": "'A1001','A1002'", "state": "2"});
     let v = ok(&d, &post(&d, AGENTS, all.clone()), json!("200"));
     let data = &v["data"];
@@ -386,6 +386,7 @@ fn agent_list_shapes_filters_and_validation() {
     assert_eq!(count("ok"), 12.0, "{}", d.metrics());
     assert_eq!(count("bad_param"), 14.0, "{}", d.metrics());
     assert_eq!(count("too_large"), 1.0);
+    d.assert_alive("hostile agent-list requests");
 }
 
 #[test]

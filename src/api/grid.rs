@@ -164,8 +164,8 @@ impl GridPaths {
 
 impl GridApiConfig {
     /// Range and consistency checks; the error is (key, reason). `reserved` are paths other
-    /// routes already own.
-    pub fn validate(&self, reserved: &[&str]) -> Result<(), (String, String)> {
+    /// routes already own, `prefixes` path prefixes they own.
+    pub fn validate(&self, reserved: &[&str], prefixes: &[&str]) -> Result<(), (String, String)> {
         let bad = |k: &str, r: &str| Err((format!("grid_api.{k}"), r.to_owned()));
         if self.ent_id.len() > 64 || self.ent_id.chars().any(char::is_control) {
             return bad(
@@ -226,6 +226,12 @@ impl GridApiConfig {
                 return bad(
                     &format!("paths.{k}"),
                     "must be an absolute path of at most 128 characters of A-Z, a-z, 0-9, '/', '-', '_', '.'",
+                );
+            }
+            if let Some(pre) = prefixes.iter().find(|pre| p.starts_with(*pre)) {
+                return bad(
+                    &format!("paths.{k}"),
+                    &format!("{p} is under {pre}, which another API owns"),
                 );
             }
             if !seen.insert(p) {
@@ -1087,8 +1093,8 @@ mod tests {
     #[test]
     fn config_validation_names_the_key() {
         let ok = GridApiConfig::default();
-        assert!(ok.validate(&["/metrics"]).is_ok());
-        let key = |c: GridApiConfig| c.validate(&["/metrics"]).unwrap_err().0;
+        assert!(ok.validate(&["/metrics"], &["/callcenter/"]).is_ok());
+        let key = |c: GridApiConfig| c.validate(&["/metrics"], &["/callcenter/"]).unwrap_err().0;
         let mut c = GridApiConfig {
             auth: AuthMode::Bearer,
             ..Default::default()
@@ -1097,7 +1103,7 @@ mod tests {
         c.token = "short".into();
         assert_eq!(key(c.clone()), "grid_api.token");
         c.token = "0123456789abcdef".into();
-        assert!(c.validate(&[]).is_ok());
+        assert!(c.validate(&[], &[]).is_ok());
         c.token_file = "/x".into();
         assert_eq!(key(c), "grid_api.token");
         let mut c = GridApiConfig::default();
@@ -1109,6 +1115,9 @@ mod tests {
         let mut c = GridApiConfig::default();
         c.paths.recording = "/grid/../x".into();
         assert_eq!(key(c), "grid_api.paths.recording");
+        let mut c = GridApiConfig::default();
+        c.paths.skill_groups = "/callcenter/groups".into();
+        assert_eq!(key(c), "grid_api.paths.skill_groups");
         let c = GridApiConfig {
             max_page_size: 0,
             ..Default::default()
