@@ -55,6 +55,8 @@ pub struct Config {
     pub cdr: CdrConfig,
     pub outbox: crate::outbox::OutboxConfig,
     pub grid: crate::grid::targets::GridConfig,
+    /// `[grid_api]`: the routes the grid platform calls (seed 000 §二 网格化调用端).
+    pub grid_api: crate::api::grid::GridApiConfig,
 }
 
 /// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
@@ -703,7 +705,23 @@ impl Config {
         }
         self.validate_extensions()?;
         self.validate_presence()?;
-        self.validate_switch()
+        self.validate_switch()?;
+        self.validate_grid_api()
+    }
+
+    /// `[grid_api]`: its own checks, plus its paths must not take another route's.
+    fn validate_grid_api(&self) -> Result<(), ConfigError> {
+        let reserved = [
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            self.cdr.receiver_path.as_str(),
+        ];
+        // Prefixes the management API and the event stream own.
+        let prefixes = ["/callcenter/", "/freeswitch/"];
+        self.grid_api
+            .validate(&reserved, &prefixes)
+            .map_err(|(key, reason)| invalid(key, reason))
     }
 
     fn validate_switch(&self) -> Result<(), ConfigError> {

@@ -338,6 +338,33 @@ pub async fn run(
     cdr.set_forwarder(Arc::clone(&forwarder) as Arc<dyn crate::cdr::service::RecordForwarder>);
     agents.add_sink(Arc::clone(&forwarder) as Arc<dyn AgentEventSink>);
 
+    // The grid platform's routes, and the board of queued calls the switch adapter feeds.
+    let queue_board = Arc::new(crate::grid::queue_board::SharedQueueBoard::new(
+        cfg.grid_api.max_queued_calls,
+        metrics.registry(),
+    ));
+    let grid_state = if cfg.grid_api.enabled {
+        // One enterprise id for pushes and queries unless [grid_api] names another.
+        let mut grid_api = cfg.grid_api.clone();
+        if grid_api.ent_id.is_empty() {
+            grid_api.ent_id = cfg.grid.ent_id.clone();
+        }
+        Some(
+            api::grid::GridState::open(
+                &grid_api,
+                cfg.cdr.mapping.queues.clone(),
+                &cfg.db_path(),
+                Arc::clone(&agents),
+                Arc::clone(&queue_board),
+                Arc::new(api::grid::NoRecordings),
+                Arc::clone(&metrics),
+            )
+            .context("grid_api")?,
+        )
+    } else {
+        None
+    };
+
     // HTTP first, so /healthz answers while SIP comes up.
     let api_state = Arc::new(ApiState {
         metrics: Arc::clone(&metrics),
@@ -364,6 +391,7 @@ pub async fn run(
                 mgmt: mgmt_state.clone(),
                 outbox: Arc::clone(&outbox),
             }),
+            grid_state,
         );
         let token = shutdown.clone();
         let max_http = cfg.http.max_connections;
@@ -486,6 +514,7 @@ pub async fn run(
             sip: Arc::clone(&server),
             metrics: Arc::clone(&metrics),
             tracker: ChannelTracker::new(100_000, &LegVariables::default().task_code),
+            queue_board: Arc::clone(&queue_board),
         };
         tasks.spawn(adapter.run(feed_rx, shutdown.clone()));
     }
@@ -730,6 +759,7 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     // The outbox and its push targets are built once at start-up.
     keep!(outbox, "outbox");
     keep!(grid, "grid");
+    keep!(grid_api, "grid_api");
     // Project extensions' HA1 values are bound to the realm they were created in.
     keep!(sip.realm, "sip.realm");
     keep!(directory.key_file, "directory.key_file");

@@ -1,9 +1,10 @@
 //! The HTTP listener: `/metrics`, `/healthz`, `/readyz`, seed 004's management routes
 //! ([`mgmt`], authenticated by [`sign`]) and the STOMP event stream ([`stream`], over
-//! WebSocket or SockJS, framed by [`stomp`] and [`sockjs`]). The grid's query routes join
-//! the same router in the forwarding issue.
+//! WebSocket or SockJS, framed by [`stomp`] and [`sockjs`]) and the grid platform's query
+//! routes ([`grid`], at configurable paths).
 
 pub mod cdr;
+pub mod grid;
 pub mod listener;
 pub mod mgmt;
 pub mod outbox;
@@ -39,8 +40,9 @@ pub fn router(
     cdr_state: Arc<cdr::CdrReceiverState>,
     cdr_path: &str,
     outbox_state: Arc<outbox::OutboxAdminState>,
+    grid_state: Option<Arc<grid::GridState>>,
 ) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -48,10 +50,14 @@ pub fn router(
         .merge(mgmt::routes(mgmt_state))
         .merge(stream::routes(stream_state))
         .merge(cdr::routes(cdr_path, cdr_state))
-        .merge(outbox::routes(outbox_state))
-        .fallback(|uri: axum::http::Uri| async move {
-            mgmt::error_body(StatusCode::NOT_FOUND, &format!("no route {}", uri.path()))
-        })
+        .merge(outbox::routes(outbox_state));
+    let r = match grid_state {
+        Some(g) => r.merge(grid::routes(g)),
+        None => r,
+    };
+    r.fallback(|uri: axum::http::Uri| async move {
+        mgmt::error_body(StatusCode::NOT_FOUND, &format!("no route {}", uri.path()))
+    })
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {

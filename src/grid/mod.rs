@@ -3,8 +3,11 @@
 //! translates them.
 
 pub mod agent_event;
+pub mod auth;
 pub mod cdr;
 pub mod changes;
 pub mod detail;
 pub mod forward;
+pub mod query;
+pub mod queue_board;
 pub mod targets;

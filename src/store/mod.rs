@@ -15,8 +15,10 @@ use crate::sip::location::{Binding, ConnectionId, Flow, Persist, Transport};
 
 mod cdr;
 mod directory;
+mod grid;
 pub use cdr::{LegInsert, StoredLeg};
 pub use directory::PresenceRow;
+pub use grid::ExtensionRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -164,6 +166,22 @@ const MIGRATIONS: &[&str] = &[
         dead_ms      INTEGER NOT NULL
     );
     CREATE INDEX outbox_dead_target ON outbox_dead (target, id);
+    "#,
+    // 5: the grid API (store/grid.rs): fallback caller IDs pushed by the grid (保底号码,
+    // 000:L1020-L1049), one per (orgNo, serviceId or ''); and agents the grid deleted, so a
+    // config-seeded agent it deleted stays deleted across restarts.
+    r#"
+    CREATE TABLE grid_fallback_numbers (
+        org_no           TEXT NOT NULL,
+        service_id       TEXT NOT NULL DEFAULT '',
+        outbound_number  TEXT NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (org_no, service_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE grid_agent_tombstones (
+        agent_id    TEXT PRIMARY KEY,
+        deleted_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
     "#,
 ];
 

@@ -6,7 +6,9 @@
 //! - `CUSTOM sofia::register|unregister|expire` → compared with the registrar's own view
 //!   (gridedge is the registrar; FreeSWITCH seeing something else means a phone also
 //!   registers elsewhere, or a stale binding), counted and logged, never acted upon;
-//! - a (re)connect's `show channels` rows → [`ChannelTracker::resync`].
+//! - a (re)connect's `show channels` rows → [`ChannelTracker::resync`];
+//! - `callcenter::info` `member-queue-start`/`-end` (and a member's answer or hang-up) → the
+//!   grid's board of queued calls ([`SharedQueueBoard`], read by 查询通话排队列表).
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use crate::agents::service::AgentsService;
 use crate::cdr::service::CdrService;
 use crate::clock::Now;
 use crate::events::CallEvent;
+use crate::grid::queue_board::SharedQueueBoard;
 use crate::metrics::Metrics;
 use crate::sip::server::SipServer;
 
@@ -30,6 +33,7 @@ pub struct SwitchAdapter {
     pub sip: Arc<SipServer>,
     pub metrics: Arc<Metrics>,
     pub tracker: ChannelTracker,
+    pub queue_board: Arc<SharedQueueBoard>,
 }
 
 impl SwitchAdapter {
@@ -47,6 +51,10 @@ impl SwitchAdapter {
                     channels,
                 } => {
                     if let Some(rows) = channels {
+                        // Members whose channel is gone left the queue while we were away.
+                        let live: std::collections::HashSet<String> =
+                            rows.iter().filter_map(|r| r.get("uuid").cloned()).collect();
+                        self.queue_board.retain_live(&live);
                         let events = self.tracker.resync(&rows, now.unix_ms);
                         tracing::info!(
                             generation,
@@ -70,6 +78,11 @@ impl SwitchAdapter {
         self.deliver(events, now);
         match ev.name() {
             Some("CHANNEL_HANGUP_COMPLETE") => {
+                // A queued caller who hangs up may leave no member-queue-end behind (an ESL
+                // event dropped under load): the hang-up settles it.
+                if let Some(uuid) = ev.get("Unique-ID") {
+                    self.queue_board.channel_gone(uuid);
+                }
                 let cdr = Arc::clone(&self.cdr);
                 let r =
                     tokio::task::spawn_blocking(move || cdr.ingest_hangup_event(&ev, now.unix_ms))
@@ -86,9 +99,39 @@ impl SwitchAdapter {
                 if let Some(reg) = SofiaRegistration::from_event(&ev) {
                     self.check_registration(&reg, now);
                 } else if let Some(q) = QueueEvent::from_event(&ev) {
-                    // gridedge owns presence; mod_callcenter's view is for the log.
+                    // gridedge owns presence; mod_callcenter's view is for the log, and its
+                    // member events for the grid's queue list.
                     tracing::debug!(action = q.action(), event = ?q, "callcenter event");
+                    self.on_queue_event(&q, &ev, now);
                 }
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds the queue board. `member-queue-start` carries the member channel's data
+    /// (mod_callcenter fires it with `switch_channel_event_set_data`), so the number dialled is
+    /// `Caller-Destination-Number`, and the join time the event's own timestamp (µs), capped
+    /// at now like every switch time.
+    fn on_queue_event(&self, q: &QueueEvent, ev: &EslEvent, now: Now) {
+        match q {
+            QueueEvent::MemberJoined {
+                queue,
+                member_session,
+                caller_number,
+            } => {
+                let callee = ev.get("Caller-Destination-Number").unwrap_or("").trim();
+                let joined_ms = ev
+                    .get("Event-Date-Timestamp")
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .map_or(now.unix_ms, |us| (us / 1000).min(now.unix_ms));
+                self.queue_board.update(|b| {
+                    b.member_joined(member_session, queue, caller_number, callee, joined_ms)
+                });
+            }
+            QueueEvent::MemberLeft { member_session, .. }
+            | QueueEvent::BridgeStart { member_session, .. } => {
+                self.queue_board.update(|b| b.member_left(member_session));
             }
             _ => {}
         }
