@@ -14,16 +14,22 @@
 //!   receiver sent `Retry-After`. A rejection (any other 4xx, a refusing envelope) dead-letters
 //!   the head at once; so does the `max_attempts`-th counted failure or a record older than
 //!   `max_age`.
-//! * **Target health.** `down_after` consecutive transient failures mark the target down. While
-//!   it is down nothing is sent but one probe at a time (the head of one waiting lane), on a
-//!   full-jitter schedule of its own, so an outage costs the receiver a trickle of requests, not
-//!   one per waiting record. Probe failures do not count against the probed record's attempts:
-//!   an outage is the receiver's fault, not the record's, and must not dead-letter the backlog.
-//!   The first answer that proves the receiver alive (a delivery, or a rejection) brings the
-//!   target up and releases every waiting lane at once, so the backlog drains at full speed.
+//! * **Attempts.** Every attempt that reached the receiver counts against `max_attempts`
+//!   (an answer, or a timeout after the connection was made); a connection that could not be
+//!   made at all ([`AttemptResult::Unreachable`]) does not: an unreachable receiver is an
+//!   outage, not the record's fault, and must not dead-letter the backlog.
+//! * **Target health.** Transient failures on `down_after` different lanes with no success in
+//!   between mark the target down (one record failing again and again is that record's
+//!   problem, not the target's: it backs off alone and others keep flowing). While the target
+//!   is down nothing is sent but one probe at a time, the head of the lane that has waited
+//!   longest (first in, first probed, so every waiting lane gets its turn), on a full-jitter
+//!   schedule of its own: an outage costs the receiver a trickle of requests, not one per
+//!   waiting record. The first answer that proves the receiver alive (a delivery, or a
+//!   rejection) brings the target up and releases every waiting lane at once, so the backlog
+//!   drains at full speed, except lanes still inside a `Retry-After` they were given.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -69,6 +75,9 @@ pub enum AttemptResult {
     },
     /// Retrying cannot help: any other 4xx, or an envelope refusing the record.
     Rejected { reason: String },
+    /// The connection could not be made (refused, unreachable, connect timeout): retried like
+    /// a transient failure, but it does not count against the record's attempts.
+    Unreachable { reason: String },
 }
 
 /// One record to send now.
@@ -115,6 +124,9 @@ struct Lane {
     in_flight: bool,
     /// When the head may be sent.
     due_ms: u64,
+    /// The receiver's `Retry-After` for the head: not before this, even when the target
+    /// comes back.
+    not_before_ms: u64,
 }
 
 #[derive(Default)]
@@ -124,8 +136,10 @@ struct TargetState {
     failures: u32,
     probe_due_ms: u64,
     probe_in_flight: bool,
-    /// Lanes that came due while the target was down.
-    parked: Vec<LaneId>,
+    /// Lanes that came due while the target was down, in the order they did.
+    parked: VecDeque<LaneId>,
+    /// Lanes that failed since the last answer that proved the target alive.
+    failing: HashSet<LaneId>,
     depth: usize,
     bytes: usize,
     /// Pending records by id (ids grow with commit time), for the age of the oldest.
@@ -200,6 +214,7 @@ impl Scheduler {
                         queue: VecDeque::new(),
                         in_flight: false,
                         due_ms: now_ms,
+                        not_before_ms: 0,
                     },
                 );
                 self.heap.push(Reverse((now_ms, id)));
@@ -223,7 +238,7 @@ impl Scheduler {
             if !t.down || t.probe_in_flight || t.probe_due_ms > now_ms {
                 continue;
             }
-            while let Some(lane_id) = t.parked.pop() {
+            while let Some(lane_id) = t.parked.pop_front() {
                 let ok = self
                     .lanes
                     .get(&lane_id)
@@ -248,7 +263,7 @@ impl Scheduler {
             let target = lane.target;
             let t = &mut self.targets[target.index()];
             if t.down {
-                t.parked.push(lane_id);
+                t.parked.push_back(lane_id);
                 continue;
             }
             return self.dispatch(lane_id, false);
@@ -315,20 +330,23 @@ impl Scheduler {
                 }
             }
             AttemptResult::Rejected { reason } => {
-                let rec = self.pop_head(lane_id)?;
+                let mut rec = self.pop_head(lane_id)?;
+                rec.attempts += 1;
                 self.target_alive(target, now_ms);
                 Decision::Dead {
                     record: rec,
                     reason,
                 }
             }
-            AttemptResult::Transient {
-                reason,
-                retry_after_ms,
-            } => {
-                // While the target is down only probes go out, and their failures are the
-                // outage's, not the record's.
-                let counted = !was_down;
+            AttemptResult::Transient { .. } | AttemptResult::Unreachable { .. } => {
+                let (counted, reason, retry_after_ms) = match result {
+                    AttemptResult::Transient {
+                        reason,
+                        retry_after_ms,
+                    } => (true, reason, retry_after_ms),
+                    AttemptResult::Unreachable { reason } => (false, reason, None),
+                    _ => unreachable!("matched above"),
+                };
                 let (attempts, enqueued_ms) = {
                     let lane = self.lanes.get_mut(&lane_id)?;
                     let head = lane.queue.front_mut()?;
@@ -337,7 +355,7 @@ impl Scheduler {
                     }
                     (head.attempts, head.enqueued_ms)
                 };
-                self.target_failed(target, retry_after_ms, now_ms);
+                self.target_failed(target, lane_id, retry_after_ms, now_ms);
                 let exhausted = self.cfg.max_attempts > 0 && attempts >= self.cfg.max_attempts;
                 let expired = now_ms.saturating_sub(enqueued_ms) > self.cfg.max_age_ms;
                 if exhausted || expired {
@@ -352,10 +370,14 @@ impl Scheduler {
                         reason: why,
                     }
                 } else {
-                    let delay = self.jitter(attempts).max(retry_after_ms.unwrap_or(0));
+                    // Unreachable failures burn no attempt but still back off by how many
+                    // times the lane has been tried.
+                    let n = attempts.max(1);
+                    let delay = self.jitter(n).max(retry_after_ms.unwrap_or(0));
                     let due_ms = now_ms + delay;
                     if let Some(lane) = self.lanes.get_mut(&lane_id) {
                         lane.due_ms = due_ms;
+                        lane.not_before_ms = retry_after_ms.map_or(0, |r| now_ms + r);
                     }
                     self.heap.push(Reverse((due_ms, lane_id)));
                     return Some(Decision::Retry {
@@ -376,6 +398,7 @@ impl Scheduler {
             }
         } else if let Some(lane) = self.lanes.get_mut(&lane_id) {
             lane.due_ms = now_ms;
+            lane.not_before_ms = 0;
             self.heap.push(Reverse((now_ms, lane_id)));
         }
         Some(decision)
@@ -395,33 +418,44 @@ impl Scheduler {
     fn target_alive(&mut self, target: Target, now_ms: u64) {
         let t = &mut self.targets[target.index()];
         t.failures = 0;
+        t.failing.clear();
         if !t.down {
             return;
         }
         t.down = false;
         t.parked.clear();
         // Every lane of this target that is waiting (parked, or backing off from failures
-        // that were the outage's) goes now.
+        // that were the outage's) goes now, unless the receiver asked it to wait longer.
         for (&id, lane) in self.lanes.iter_mut() {
             if lane.target == target && !lane.in_flight && !lane.queue.is_empty() {
-                lane.due_ms = now_ms;
-                self.heap.push(Reverse((now_ms, id)));
+                // Parked lanes are in no heap entry: every waiting lane gets a fresh one.
+                lane.due_ms = lane.due_ms.min(now_ms.max(lane.not_before_ms));
+                self.heap.push(Reverse((lane.due_ms, id)));
             }
         }
     }
 
-    fn target_failed(&mut self, target: Target, retry_after_ms: Option<u64>, now_ms: u64) {
-        let down_after = self.cfg.down_after.max(1);
+    fn target_failed(
+        &mut self,
+        target: Target,
+        lane_id: LaneId,
+        retry_after_ms: Option<u64>,
+        now_ms: u64,
+    ) {
+        let down_after = self.cfg.down_after.max(1) as usize;
         let failures = {
             let t = &mut self.targets[target.index()];
             t.failures = t.failures.saturating_add(1);
+            // Bounded: only lanes that exist can be in it, and it empties on every success.
+            t.failing.insert(lane_id);
+            if t.failing.len() < down_after && !t.down {
+                return;
+            }
             t.failures
         };
-        if failures < down_after {
-            return;
-        }
+        let down_after = down_after as u32;
         let delay = self
-            .jitter(failures - down_after + 1)
+            .jitter(failures.saturating_sub(down_after) + 1)
             .max(retry_after_ms.unwrap_or(0));
         let t = &mut self.targets[target.index()];
         if !t.down {

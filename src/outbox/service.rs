@@ -326,11 +326,24 @@ impl Outbox {
                 return;
             }
         };
+        // A connection that cannot be made within half an attempt's budget is "unreachable"
+        // (an outage: no attempt counted), rather than a timeout of a request the receiver
+        // may have seen.
+        let shortest = self
+            .endpoints
+            .values()
+            .map(|e| e.timeout)
+            .min()
+            .unwrap_or(Duration::from_secs(10));
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(shortest / 2));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client: HttpClient = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(self.cfg.concurrency)
@@ -624,6 +637,9 @@ async fn attempt(client: &HttpClient, ep: &Endpoint, d: &Dispatch) -> AttemptRes
             while let Some(s) = src {
                 reason.push_str(&format!(": {s}"));
                 src = s.source();
+            }
+            if e.is_connect() {
+                return AttemptResult::Unreachable { reason };
             }
             return AttemptResult::Transient {
                 reason,

@@ -34,6 +34,12 @@ fn transient() -> AttemptResult {
     }
 }
 
+fn unreachable() -> AttemptResult {
+    AttemptResult::Unreachable {
+        reason: "transport: connection refused".into(),
+    }
+}
+
 fn drain(s: &mut Scheduler, now: u64) -> Vec<Dispatch> {
     let mut out = Vec::new();
     while let Some(d) = s.poll_dispatch(now) {
@@ -200,7 +206,7 @@ fn an_outage_is_probed_not_hammered_and_burns_no_attempts() {
     let wave = drain(&mut s, 0);
     assert_eq!(wave.len(), 50);
     for d in &wave {
-        s.on_result(d.id, transient(), 0);
+        s.on_result(d.id, unreachable(), 0);
     }
     assert!(s.stats(Target::Cdr).down);
     // A long outage: only probes, one at a time.
@@ -215,7 +221,7 @@ fn an_outage_is_probed_not_hammered_and_burns_no_attempts() {
             assert!(d.probe);
             probes += 1;
             assert!(matches!(
-                s.on_result(d.id, transient(), now),
+                s.on_result(d.id, unreachable(), now),
                 Some(Decision::Retry { .. })
             ));
         }
@@ -237,9 +243,142 @@ fn an_outage_is_probed_not_hammered_and_burns_no_attempts() {
     let rest = drain(&mut s, wake);
     assert_eq!(rest.len(), 49, "the backlog drains at once");
     assert!(
-        rest.iter().all(|d| d.attempt <= 2),
+        rest.iter().all(|d| d.attempt == 1),
         "no record burned attempts in the outage"
     );
+}
+
+#[test]
+fn probes_take_turns_first_parked_first_probed() {
+    let mut c = cfg();
+    c.max_age_ms = u64::MAX / 4;
+    let mut s = Scheduler::new(c, 21);
+    for i in 1..=3 {
+        s.push(rec(i, Target::Cdr, &format!("k{i}")), 0);
+    }
+    for d in drain(&mut s, 0) {
+        s.on_result(d.id, unreachable(), 0);
+    }
+    assert!(s.stats(Target::Cdr).down);
+    // A new call arrives during the outage.
+    s.push(rec(10, Target::Cdr, "new"), 0);
+    let mut probed = Vec::new();
+    for _ in 0..8 {
+        let (now, d) = next_dispatch(&mut s);
+        assert!(d.probe);
+        probed.push(d.id.0);
+        s.on_result(d.id, unreachable(), now);
+    }
+    // Every waiting lane, the new one included, is probed within the first five probes.
+    for id in [1, 2, 3, 10] {
+        assert!(probed[..5].contains(&id), "{id} not probed in {probed:?}");
+    }
+}
+
+#[test]
+fn one_record_failing_alone_is_its_own_problem() {
+    // A record the receiver answers 500 forever: the target is not declared down (no other
+    // lane fails), the record uses up its attempts and is dead-lettered after exactly
+    // max_attempts requests; meanwhile new calls go at once.
+    let mut s = Scheduler::new(cfg(), 4);
+    s.push(rec(1, Target::Cdr, "stuck"), 0);
+    let mut now = 0;
+    let mut sent = 0;
+    let mut other = 100;
+    loop {
+        for d in drain(&mut s, now) {
+            if d.id == RecordId(1) {
+                sent += 1;
+                match s.on_result(d.id, transient(), now).unwrap() {
+                    Decision::Retry { .. } => {}
+                    Decision::Dead { record, reason } => {
+                        assert_eq!(record.attempts, 5);
+                        assert!(reason.starts_with("exhausted after 5"), "{reason}");
+                        assert_eq!(sent, 5, "exactly max_attempts requests");
+                        return;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                s.on_result(d.id, AttemptResult::Delivered, now);
+            }
+        }
+        assert!(
+            !s.stats(Target::Cdr).down,
+            "one failing lane does not take the target down"
+        );
+        other += 1;
+        s.push(rec(other, Target::Cdr, &format!("other{other}")), now);
+        let d = drain(&mut s, now);
+        assert!(
+            d.iter().any(|d| d.id == RecordId(other)),
+            "a new call waited"
+        );
+        for d in d {
+            s.on_result(d.id, AttemptResult::Delivered, now);
+        }
+        now = s.next_wakeup().expect("the stuck record waits").max(now);
+    }
+}
+
+#[test]
+fn a_rejected_record_counts_its_one_attempt() {
+    let mut s = Scheduler::new(cfg(), 1);
+    s.push(rec(1, Target::Cdr, "a"), 0);
+    drain(&mut s, 0);
+    match s.on_result(
+        RecordId(1),
+        AttemptResult::Rejected {
+            reason: "http 400".into(),
+        },
+        1,
+    ) {
+        Some(Decision::Dead { record, .. }) => assert_eq!(record.attempts, 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn retry_after_survives_the_target_coming_back() {
+    let mut s = Scheduler::new(cfg(), 8);
+    for i in 1..=4 {
+        s.push(rec(i, Target::Cdr, &format!("k{i}")), 0);
+    }
+    let wave = drain(&mut s, 0);
+    // Record 1 is told to wait 4 s; the others cannot connect: the target goes down.
+    s.on_result(
+        wave[0].id,
+        AttemptResult::Transient {
+            reason: "http 503".into(),
+            retry_after_ms: Some(4_000),
+        },
+        0,
+    );
+    for d in &wave[1..] {
+        s.on_result(d.id, unreachable(), 0);
+    }
+    assert!(s.stats(Target::Cdr).down);
+    let (now, d) = next_dispatch(&mut s);
+    assert_ne!(
+        d.id, wave[0].id,
+        "record 1 is not probed inside its Retry-After"
+    );
+    s.on_result(d.id, AttemptResult::Delivered, now);
+    assert!(!s.stats(Target::Cdr).down);
+    let released = drain(&mut s, now);
+    assert!(now < 4_000, "the probe came at {now}");
+    assert!(
+        !released.iter().any(|d| d.id == wave[0].id),
+        "released before its Retry-After"
+    );
+    assert_eq!(released.len(), 2);
+    for d in released {
+        s.on_result(d.id, AttemptResult::Delivered, now);
+    }
+    // Wake-ups may be early (stale heap entries), never the dispatch.
+    let (at, d) = next_dispatch(&mut s);
+    assert_eq!(d.id, wave[0].id);
+    assert!(at >= 4_000, "sent at {at}");
 }
 
 #[test]
