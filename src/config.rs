@@ -53,6 +53,8 @@ pub struct Config {
     pub access_numbers: Vec<crate::agents::directory::AccessNumber>,
     pub esl: EslConfig,
     pub cdr: CdrConfig,
+    pub outbox: crate::outbox::OutboxConfig,
+    pub grid: crate::grid::targets::GridConfig,
 }
 
 /// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
@@ -568,6 +570,8 @@ impl Config {
 
     /// Cross-field and range checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.outbox.validate().map_err(|(k, r)| invalid(k, r))?;
+        self.grid.validate().map_err(|(k, r)| invalid(k, r))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         if self.state.dir.as_os_str().is_empty() {

@@ -41,6 +41,8 @@ use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::server::SipServer;
 use crate::sip::transport;
 use crate::sip::transport::listener::{self, Framing, StreamContext};
+use crate::grid::forward::CdrForwarder;
+use crate::outbox::Outbox;
 use crate::store::{Durability, Store};
 use crate::switch::adapter::SwitchAdapter;
 use crate::switch::calls::ChannelTracker;
@@ -323,6 +325,12 @@ pub async fn run(
     let mut bound = BoundAddrs::default();
     let cdr = CdrService::open(&cfg, Arc::clone(&metrics), Now::system())
         .context("opening the CDR store")?;
+    let outbox = Outbox::open(&cfg.db_path(), &cfg.outbox, &cfg.grid, &metrics)
+        .context("opening the outbox")?;
+    cdr.set_forwarder(Arc::new(CdrForwarder {
+        outbox: Arc::clone(&outbox),
+        time: cdr.time_format().clone(),
+    }));
 
     // HTTP first, so /healthz answers while SIP comes up.
     let api_state = Arc::new(ApiState {
@@ -346,6 +354,10 @@ pub async fn run(
                 max_body_bytes: cfg.cdr.max_body_bytes,
             }),
             &cfg.cdr.receiver_path,
+            Arc::new(api::outbox::OutboxAdminState {
+                mgmt: mgmt_state.clone(),
+                outbox: Arc::clone(&outbox),
+            }),
         );
         let token = shutdown.clone();
         let max_http = cfg.http.max_connections;
@@ -445,6 +457,7 @@ pub async fn run(
     tasks.spawn(Arc::clone(&agents).run_timers(shutdown.clone()));
     tasks.spawn(Arc::clone(&cdr).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&cdr).run_sweeper(shutdown.clone()));
+    tasks.spawn(Arc::clone(&outbox).run(shutdown.clone()));
     if cfg.esl.enabled {
         let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(cfg.esl.queue);
         let (_esl, esl_task) = EslClient::spawn(
@@ -521,6 +534,11 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("some event-stream sessions did not stop within 5 s");
+    }
+    // Every producer has stopped: let the outbox writer commit what it holds.
+    {
+        let outbox = Arc::clone(&outbox);
+        let _ = tokio::task::spawn_blocking(move || outbox.close()).await;
     }
     // Only now can nothing produce binding or presence changes: let the persisters flush.
     presence_stop.cancel();
@@ -698,6 +716,9 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     // The softswitch connection and the CDR pipeline are built once at start-up.
     keep!(esl, "esl");
     keep!(cdr, "cdr");
+    // The outbox and its push targets are built once at start-up.
+    keep!(outbox, "outbox");
+    keep!(grid, "grid");
     // Project extensions' HA1 values are bound to the realm they were created in.
     keep!(sip.realm, "sip.realm");
     keep!(directory.key_file, "directory.key_file");

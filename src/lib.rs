@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod events;
 pub mod grid;
 pub mod metrics;
+pub mod outbox;
 pub mod sip;
 pub mod store;
 pub mod switch;

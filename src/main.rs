@@ -26,11 +26,117 @@ enum Command {
     },
     /// Validate a config file and exit: 0 when valid, 2 with the offending key otherwise.
     CheckConfig { file: PathBuf },
+    /// Inspect the grid outbox and its dead letters (works while the daemon runs).
+    Outbox {
+        /// The daemon's config (for its state directory); embedded defaults when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        op: OutboxCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// Pending depth, age of the oldest record, dead letters per target.
+    Stats,
+    /// Dead letters.
+    Dead {
+        #[command(subcommand)]
+        op: DeadCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadCmd {
+    /// List dead letters (without payloads).
+    List {
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only ids above this one (paging).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+    /// One dead letter with its payload.
+    Show { id: i64 },
+    /// Put dead letters back into the outbox: one by id, or all (of a target) with --all.
+    Replay {
+        id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        target: Option<String>,
+    },
+}
+
+fn outbox_command(config: Option<PathBuf>, op: OutboxCmd) -> ExitCode {
+    use gridedge::outbox::cli::Op;
+    use gridedge::outbox::store::ReplaySelection;
+    use gridedge::outbox::Target;
+    let cfg = match &config {
+        Some(path) => Config::load(path),
+        None => Config::parse(""),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gridedge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = |t: Option<String>| -> Result<Option<Target>, String> {
+        match t {
+            None => Ok(None),
+            Some(t) => Target::parse(&t)
+                .map(Some)
+                .ok_or_else(|| format!("--target: unknown target {t:?}")),
+        }
+    };
+    let op = match op {
+        OutboxCmd::Stats => Ok(Op::Stats),
+        OutboxCmd::Dead { op } => match op {
+            DeadCmd::List {
+                target: t,
+                limit,
+                after,
+            } => target(t).map(|target| Op::List {
+                target,
+                limit: limit.min(100_000),
+                after,
+            }),
+            DeadCmd::Show { id } => Ok(Op::Show(id)),
+            DeadCmd::Replay { id, all, target: t } => match (id, all) {
+                (Some(id), false) if t.is_none() => Ok(Op::Replay(ReplaySelection::One(id))),
+                (None, true) => target(t).map(|t| Op::Replay(ReplaySelection::All(t))),
+                _ => Err("replay takes either an id or --all [--target T]".to_string()),
+            },
+        },
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err(e) => {
+            eprintln!("gridedge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match gridedge::outbox::cli::run(&cfg.db_path(), op) {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gridedge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Outbox { config, op } => outbox_command(config, op),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
                 // What `run` would refuse at start-up, check-config refuses too.

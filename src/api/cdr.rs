@@ -20,7 +20,7 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 
 use super::listener::Peer;
-use crate::cdr::service::{CdrService, DocumentOrigin};
+use crate::cdr::service::{CdrService, DocumentOrigin, IngestError};
 use crate::clock::Now;
 use crate::metrics::Metrics;
 use crate::store::LegInsert;
@@ -173,6 +173,19 @@ async fn handle(
                 "bad_cdr",
                 reply(StatusCode::BAD_REQUEST, "refused", &e.to_string()),
             )
+        }
+        Ok(Err(IngestError::Backpressure)) => {
+            tracing::warn!(peer = %ip, "CDR post deferred: the grid outbox is full");
+            let mut r = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "retry",
+                "the grid outbox is full; retry later",
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("30"),
+            );
+            ("backpressure", r)
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "CDR post not stored");

@@ -6,6 +6,7 @@
 pub mod cdr;
 pub mod listener;
 pub mod mgmt;
+pub mod outbox;
 pub mod sign;
 pub mod sockjs;
 pub mod stomp;
@@ -37,6 +38,7 @@ pub fn router(
     stream_state: Arc<stream::StreamState>,
     cdr_state: Arc<cdr::CdrReceiverState>,
     cdr_path: &str,
+    outbox_state: Arc<outbox::OutboxAdminState>,
 ) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -46,6 +48,7 @@ pub fn router(
         .merge(mgmt::routes(mgmt_state))
         .merge(stream::routes(stream_state))
         .merge(cdr::routes(cdr_path, cdr_state))
+        .merge(outbox::routes(outbox_state))
         .fallback(|uri: axum::http::Uri| async move {
             mgmt::error_body(StatusCode::NOT_FOUND, &format!("no route {}", uri.path()))
         })

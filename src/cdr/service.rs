@@ -57,11 +57,15 @@ pub enum IngestError {
     /// Our side failed: the sender should retry (HTTP 503).
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The outbox towards the grid is full: the sender should retry later (HTTP 503), and
+    /// FreeSWITCH keeps the document until then.
+    #[error("the grid outbox is full; retry later")]
+    Backpressure,
 }
 
 impl IngestError {
     pub fn is_input_error(&self) -> bool {
-        !matches!(self, Self::Store(_))
+        !matches!(self, Self::Store(_) | Self::Backpressure)
     }
 }
 
@@ -138,6 +142,17 @@ impl CdrDirectory for DirectorySnapshot {
 
 const DIRECTORY_REFRESH_MS: u64 = 5_000;
 
+/// Where built records go besides the store: the grid forwarder turns them into outbox rows,
+/// which [`CdrService`] commits in the same transaction as the records themselves.
+pub trait RecordForwarder: Send + Sync {
+    /// The outbox rows for one call's records (none when no CDR push is enabled).
+    fn outbox_records(&self, call_key: &str, records: &[CallRecord]) -> Vec<crate::outbox::NewRecord>;
+    /// Called after the rows committed.
+    fn committed(&self, rows: &[crate::outbox::NewRecord]);
+    /// Whether the outbox can take more; when not, new documents are refused with 503.
+    fn has_room(&self) -> bool;
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -158,6 +173,7 @@ pub struct CdrService {
     sweep_interval: Duration,
     leg_retention_ms: Option<u64>,
     last_prune_ms: Mutex<u64>,
+    forwarder: std::sync::OnceLock<Arc<dyn RecordForwarder>>,
 }
 
 /// How often old legs are pruned.
@@ -223,7 +239,15 @@ impl CdrService {
             leg_retention_ms: (c.leg_retention_days > 0)
                 .then(|| c.leg_retention_days.saturating_mul(86_400_000)),
             last_prune_ms: Mutex::new(0),
+            forwarder: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Sends every call built from now on to `f` as well (set once, at start-up).
+    pub fn set_forwarder(&self, f: Arc<dyn RecordForwarder>) {
+        if self.forwarder.set(f).is_err() {
+            tracing::warn!("CDR forwarder set twice; keeping the first");
+        }
     }
 
     /// Every call's records as they are committed.
@@ -249,7 +273,11 @@ impl CdrService {
         origin: DocumentOrigin,
         now_ms: u64,
     ) -> Result<Ingested, IngestError> {
-        let result = self.ingest_document_inner(body, content_type, now_ms);
+        let result = if self.forwarder.get().is_some_and(|f| !f.has_room()) {
+            Err(IngestError::Backpressure)
+        } else {
+            self.ingest_document_inner(body, content_type, now_ms)
+        };
         self.count_leg(origin.label(), &result);
         result
     }
@@ -377,8 +405,20 @@ impl CdrService {
         let mut calls = closed.into_iter();
         while let Some(call) = calls.next() {
             let records = build_call(&call.legs, &*lock(&self.directory), &self.mapping);
-            match store.close_call(&call.key, call.outcome, &records, now_ms) {
-                Ok(true) => {}
+            let key_text = call.key.to_text();
+            let rows = self
+                .forwarder
+                .get()
+                .map(|f| f.outbox_records(&key_text, &records))
+                .unwrap_or_default();
+            match store.close_call(&call.key, call.outcome, &records, &rows, now_ms) {
+                Ok(true) => {
+                    if let Some(f) = self.forwarder.get() {
+                        if !rows.is_empty() {
+                            f.committed(&rows);
+                        }
+                    }
+                }
                 Ok(false) => {
                     tracing::warn!(call = %call.key.to_text(), "call already built; not built again");
                     continue;

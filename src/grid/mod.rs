@@ -3,3 +3,5 @@
 //! translates them.
 
 pub mod cdr;
+pub mod forward;
+pub mod targets;

@@ -132,6 +132,7 @@ impl Store {
         key: &CallKey,
         outcome: Outcome,
         records: &[CallRecord],
+        outbox: &[crate::outbox::NewRecord],
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let key = key.to_text();
@@ -152,6 +153,10 @@ impl Store {
                 "INSERT INTO call_records (stream_number, call_key, segment, record, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![r.stream_number, key, r.segment.as_str(), json, now_ms as i64],
             )?;
+        }
+        // The outbox rows commit with the records they report (transactional outbox).
+        for row in outbox {
+            crate::outbox::store::insert(&tx, row, now_ms)?;
         }
         tx.commit()?;
         Ok(true)
@@ -253,9 +258,9 @@ mod tests {
 
         let key = CallKey::of(&a);
         let records = build_call(std::slice::from_ref(&a), &NoDir, &CdrMapping::default());
-        assert!(s.close_call(&key, Outcome::Both, &records, 10).unwrap());
+        assert!(s.close_call(&key, Outcome::Both, &records, &[], 10).unwrap());
         assert!(
-            !s.close_call(&key, Outcome::Both, &records, 11).unwrap(),
+            !s.close_call(&key, Outcome::Both, &records, &[], 11).unwrap(),
             "a call is closed once"
         );
         assert_eq!(s.call_records(&key).unwrap(), records);

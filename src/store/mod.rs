@@ -138,6 +138,33 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX call_records_call ON call_records (call_key);
     "#,
+    // 4: the outbox of records bound for the grid platform, and its dead letters. AUTOINCREMENT
+    // so an id is never reused: ids grow in commit order, which is what per-key order and the
+    // delivery shell's "rows after the last id read" scan rely on.
+    r#"
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        target       TEXT NOT NULL,
+        lane         TEXT NOT NULL,
+        idem_key     TEXT NOT NULL,
+        payload      BLOB NOT NULL,
+        enqueued_ms  INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT
+    );
+    CREATE TABLE outbox_dead (
+        id           INTEGER PRIMARY KEY,
+        target       TEXT NOT NULL,
+        lane         TEXT NOT NULL,
+        idem_key     TEXT NOT NULL,
+        payload      BLOB NOT NULL,
+        enqueued_ms  INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL,
+        reason       TEXT NOT NULL,
+        dead_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_dead_target ON outbox_dead (target, id);
+    "#,
 ];
 
 pub struct Store {
@@ -401,6 +428,11 @@ impl Store {
             out.push((r.get(0)?, binding));
         }
         Ok(out)
+    }
+
+    /// Gives up the wrapper for a subsystem that owns its connection (the outbox writer).
+    pub fn into_connection(self) -> Connection {
+        self.conn
     }
 
     pub fn connection(&self) -> &Connection {

@@ -1,0 +1,159 @@
+//! `[grid]` and `[grid.push.*]`: which pushes of seed 000 are on, where they go and how they
+//! authenticate. Seed 000 leaves every URL as `/xxxxxxx` and defines no authentication for
+//! the 网格化服务端 pushes (A.1 of the digest), so both are configuration: a bearer token
+//! and/or static headers, over http or https.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::outbox::Target;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridConfig {
+    /// 企业ID (`entId`) the grid knows this call center by; sent in the access-number and
+    /// signed detail pushes and checked on the grid's queries.
+    pub ent_id: String,
+    pub push: PushTargets,
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        GridConfig {
+            ent_id: "gridedge".into(),
+            push: PushTargets::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushTargets {
+    /// 话单推送 (000:L357-448).
+    pub cdr: PushTarget,
+    /// 坐席事件(考勤)推送 (000:L454-495).
+    pub agent_event: PushTarget,
+    /// 坐席信息变更推送 (000:L534-568).
+    pub agent_change: PushTarget,
+    /// 网格接入号信息变更推送 (000:L574-610).
+    pub access_number: PushTarget,
+    /// 呼叫中心明细数据推送, the signed format (000:L2904-3043).
+    pub detail: PushTarget,
+}
+
+impl PushTargets {
+    pub fn get(&self, t: Target) -> &PushTarget {
+        match t {
+            Target::Cdr => &self.cdr,
+            Target::AgentEvent => &self.agent_event,
+            Target::AgentChange => &self.agent_change,
+            Target::AccessNumber => &self.access_number,
+            Target::Detail => &self.detail,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushTarget {
+    /// Off by default: nothing leaves the host until a URL is configured.
+    pub enabled: bool,
+    /// `http://` or `https://` (rustls, webpki roots).
+    pub url: String,
+    /// One attempt: connect, send and read the answer.
+    pub timeout_ms: u64,
+    /// Sent as `Authorization: Bearer ...` when set. Prefer `bearer_token_file`.
+    pub bearer_token: String,
+    /// A file holding the token (first line), read at start-up; overrides `bearer_token`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Extra request headers, e.g. an API key the grid team hands out.
+    pub headers: BTreeMap<String, String>,
+    /// The header carrying the record's idempotency key (the IETF httpapi draft's name by
+    /// default); empty to send none.
+    pub idempotency_header: String,
+}
+
+impl Default for PushTarget {
+    fn default() -> Self {
+        PushTarget {
+            enabled: false,
+            url: String::new(),
+            timeout_ms: 10_000,
+            bearer_token: String::new(),
+            bearer_token_file: None,
+            headers: BTreeMap::new(),
+            idempotency_header: "Idempotency-Key".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PushTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushTarget")
+            .field("enabled", &self.enabled)
+            .field("url", &self.url)
+            .field("timeout_ms", &self.timeout_ms)
+            .field(
+                "bearer_token",
+                &if self.bearer_token.is_empty() { "" } else { "<redacted>" },
+            )
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("idempotency_header", &self.idempotency_header)
+            .finish()
+    }
+}
+
+impl GridConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let ent = self.ent_id.trim();
+        if ent.is_empty() || ent.len() > 64 || ent.chars().any(|c| c.is_control()) {
+            return Err((
+                "grid.ent_id".into(),
+                "must be 1-64 printable characters".into(),
+            ));
+        }
+        for t in Target::ALL {
+            let p = self.push.get(t);
+            let key = |k: &str| format!("grid.push.{}.{k}", t.as_str());
+            if !p.enabled {
+                continue;
+            }
+            let uri: hyper::Uri = p
+                .url
+                .parse()
+                .map_err(|e| (key("url"), format!("not a URL: {e}")))?;
+            match uri.scheme_str() {
+                Some("http") | Some("https") => {}
+                _ => return Err((key("url"), "must start with http:// or https://".into())),
+            }
+            if uri.host().is_none_or(str::is_empty) {
+                return Err((key("url"), "has no host".into()));
+            }
+            if !(100..=300_000).contains(&p.timeout_ms) {
+                return Err((key("timeout_ms"), "must be between 100 and 300000".into()));
+            }
+            for (name, value) in &p.headers {
+                hyper::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| (key("headers"), format!("{name:?} is not a header name")))?;
+                hyper::header::HeaderValue::from_str(value).map_err(|_| {
+                    (
+                        key("headers"),
+                        format!("the value of {name:?} is not a valid header value"),
+                    )
+                })?;
+            }
+            if !p.idempotency_header.is_empty()
+                && hyper::header::HeaderName::from_bytes(p.idempotency_header.as_bytes()).is_err()
+            {
+                return Err((key("idempotency_header"), "is not a header name".into()));
+            }
+            if p.bearer_token.chars().any(|c| c.is_control()) {
+                return Err((key("bearer_token"), "must not contain control characters".into()));
+            }
+        }
+        Ok(())
+    }
+}

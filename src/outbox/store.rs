@@ -1,0 +1,257 @@
+//! The outbox's SQLite tables (migration 4): `outbox` holds records until the receiver
+//! acknowledges them, `outbox_dead` holds those it refused or that ran out of attempts.
+//!
+//! Every function takes a plain `&Connection`, so a producer enqueues inside its own
+//! transaction (a `Transaction` derefs to a `Connection`): the CDR service writes a call's
+//! records and their outbox rows in one commit, which is what makes "nothing acknowledged is
+//! lost" hold across `kill -9`.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::record::{NewRecord, Pending, RecordId, Target};
+use super::scheduler::Decision;
+use crate::store::StoreError;
+
+/// Adds a record; the caller commits.
+pub fn insert(conn: &Connection, rec: &NewRecord, now_ms: u64) -> Result<RecordId, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (target, lane, idem_key, payload, enqueued_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        rec.target.as_str(),
+        rec.key,
+        rec.idempotency_key,
+        &rec.payload[..],
+        now_ms as i64
+    ])?;
+    Ok(RecordId(conn.last_insert_rowid()))
+}
+
+fn pending_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Pending>> {
+    let target: String = r.get(1)?;
+    let Some(target) = Target::parse(&target) else {
+        return Ok(None);
+    };
+    let payload: Vec<u8> = r.get(4)?;
+    Ok(Some(Pending {
+        id: RecordId(r.get(0)?),
+        target,
+        key: r.get(2)?,
+        idempotency_key: r.get(3)?,
+        payload: payload.into(),
+        enqueued_ms: r.get::<_, i64>(5)?.max(0) as u64,
+        attempts: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+    }))
+}
+
+/// Pending records with an id above `after`, in id order (which is commit order).
+/// Rows of a target this build does not know are skipped, not lost: they stay in the table.
+pub fn load_after(
+    conn: &Connection,
+    after: RecordId,
+    limit: usize,
+) -> Result<Vec<Pending>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, target, lane, idem_key, payload, enqueued_ms, attempts FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after.0, limit as i64], pending_from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some(p) = row? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// The highest id in the table so far (0 when empty), whether pending or not.
+pub fn max_id(conn: &Connection) -> Result<RecordId, StoreError> {
+    let id: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(RecordId(id.unwrap_or(0)))
+}
+
+/// Makes the scheduler's decisions durable; the caller commits.
+pub fn apply(conn: &Connection, decisions: &[Decision], now_ms: u64) -> Result<(), StoreError> {
+    for d in decisions {
+        match d {
+            Decision::Delivered { id, .. } => {
+                conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                    .execute([id.0])?;
+            }
+            Decision::Retry {
+                id,
+                attempts,
+                reason,
+                ..
+            } => {
+                conn.prepare_cached(
+                    "UPDATE outbox SET attempts = ?2, last_error = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id.0, *attempts as i64, truncate(reason, 500)])?;
+            }
+            Decision::Dead { record, reason } => {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO outbox_dead (id, target, lane, idem_key, payload, enqueued_ms, attempts, reason, dead_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    record.id.0,
+                    record.target.as_str(),
+                    record.key,
+                    record.idempotency_key,
+                    &record.payload[..],
+                    record.enqueued_ms as i64,
+                    record.attempts as i64,
+                    truncate(reason, 1000),
+                    now_ms as i64
+                ])?;
+                conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                    .execute([record.id.0])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A dead letter as the API and the CLI show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: i64,
+    pub target: String,
+    pub key: String,
+    pub idempotency_key: String,
+    pub attempts: u32,
+    pub reason: String,
+    pub enqueued_ms: u64,
+    pub dead_ms: u64,
+    /// The body as it was sent: JSON when it parses, else a (lossy) string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+fn dead_from_row(r: &rusqlite::Row<'_>, with_payload: bool) -> rusqlite::Result<DeadLetter> {
+    let payload = if with_payload {
+        let bytes: Vec<u8> = r.get(8)?;
+        Some(
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into())
+            }),
+        )
+    } else {
+        None
+    };
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        key: r.get(2)?,
+        idempotency_key: r.get(3)?,
+        attempts: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
+        reason: r.get(5)?,
+        enqueued_ms: r.get::<_, i64>(6)?.max(0) as u64,
+        dead_ms: r.get::<_, i64>(7)?.max(0) as u64,
+        payload,
+    })
+}
+
+const DEAD_COLUMNS: &str =
+    "id, target, lane, idem_key, attempts, reason, enqueued_ms, dead_ms, payload";
+
+/// Dead letters in id order, optionally of one target, after `after` (for paging).
+pub fn dead_list(
+    conn: &Connection,
+    target: Option<Target>,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let sql = format!(
+        "SELECT {DEAD_COLUMNS} FROM outbox_dead WHERE id > ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id LIMIT ?3"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(
+        params![after, target.map(|t| t.as_str()), limit as i64],
+        |r| dead_from_row(r, false),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn dead_get(conn: &Connection, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+    let sql = format!("SELECT {DEAD_COLUMNS} FROM outbox_dead WHERE id = ?1");
+    Ok(conn
+        .query_row(&sql, [id], |r| dead_from_row(r, true))
+        .optional()?)
+}
+
+/// Dead letters per target.
+pub fn dead_counts(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT target, COUNT(*) FROM outbox_dead GROUP BY target ORDER BY target")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Pending records and the commit time of the oldest.
+pub fn pending_summary(conn: &Connection) -> Result<(u64, Option<u64>), StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), MIN(enqueued_ms) FROM outbox",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get::<_, Option<i64>>(1)?.map(|v| v.max(0) as u64),
+            ))
+        },
+    )?)
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaySelection {
+    One(i64),
+    All(Option<Target>),
+}
+
+/// Moves dead letters back into the outbox with fresh ids (so they queue behind whatever
+/// their key holds now), the same idempotency key and payload, and a zero attempt count. One
+/// transaction: a replay is never half done. Returns how many moved.
+pub fn replay(
+    conn: &mut Connection,
+    which: ReplaySelection,
+    now_ms: u64,
+) -> Result<usize, StoreError> {
+    let (id, target) = match which {
+        ReplaySelection::One(id) => (Some(id), None),
+        ReplaySelection::All(t) => (None, t.map(|t| t.as_str())),
+    };
+    let filter = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR target = ?2)";
+    let tx = conn.transaction()?;
+    let moved = tx.execute(
+        &format!(
+            "INSERT INTO outbox (target, lane, idem_key, payload, enqueued_ms, attempts) \
+             SELECT target, lane, idem_key, payload, ?3, 0 FROM outbox_dead WHERE {filter} ORDER BY id"
+        ),
+        params![id, target, now_ms as i64],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM outbox_dead WHERE {filter}"),
+        params![id, target],
+    )?;
+    tx.commit()?;
+    Ok(moved)
+}
