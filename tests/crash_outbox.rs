@@ -81,7 +81,9 @@ fn kill9_under_load_loses_no_acknowledged_record() {
     // The sink answers 200 after 0-60 ms, so kills often land while deliveries are in flight.
     let sink = Sink::start();
     sink.script(|r: &Request, _| {
-        let jitter = r.key().bytes().fold(r.seq as u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let jitter = r.key().bytes().fold(r.seq as u64, |h, b| {
+            h.wrapping_mul(31).wrapping_add(b as u64)
+        });
         sink::Answer::SlowOk(Duration::from_millis(jitter % 61))
     });
     let mut d = Daemon::start(&config(&sink));
@@ -153,7 +155,11 @@ fn kill9_under_load_loses_no_acknowledged_record() {
         fed.acked.len(),
         fed.failed
     );
-    assert!(fed.acked.len() >= 200, "too little load: {} acked", fed.acked.len());
+    assert!(
+        fed.acked.len() >= 200,
+        "too little load: {} acked",
+        fed.acked.len()
+    );
 
     // Drain.
     let delivered_keys = |log: &[Request]| -> HashMap<String, Vec<String>> {
@@ -203,7 +209,11 @@ fn kill9_under_load_loses_no_acknowledged_record() {
             ));
         }
         resent += reqs.len() - 1;
-        duplicates += reqs.iter().filter(|r| r.accepted()).count().saturating_sub(1);
+        duplicates += reqs
+            .iter()
+            .filter(|r| r.accepted())
+            .count()
+            .saturating_sub(1);
         for r in &reqs[1..] {
             if r.body != reqs[0].body {
                 bad.push(format!(
@@ -216,10 +226,36 @@ fn kill9_under_load_loses_no_acknowledged_record() {
             }
         }
     }
-    // Two records must never share a key; one call's records must share a callId.
+    // A record sent again under another key would pass for a new record: every caller
+    // (one call each) has exactly as many distinct keys as its call has records.
+    let mut keys_of_caller: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (k, reqs) in &by_key {
+        keys_of_caller
+            .entry(reqs[0].field("USERNUMBER"))
+            .or_default()
+            .push(k);
+    }
+    let records_of: HashMap<&str, usize> = fed
+        .acked
+        .iter()
+        .map(|d| (d.caller.as_str(), d.records()))
+        .collect();
+    for (caller, ks) in &keys_of_caller {
+        // Unacknowledged posts' callers: one record, or two every fifth document.
+        let n = records_of.get(caller).copied().unwrap_or(2);
+        if ks.len() > n {
+            bad.push(format!(
+                "caller {caller}: {} distinct keys for a call of {n} record(s): {ks:?}",
+                ks.len()
+            ));
+        }
+    }
+    // One call's records must share a callId.
     let mut calls_of_caller: HashMap<&str, Vec<&str>> = HashMap::new();
     for reqs in by_key.values() {
-        let c = calls_of_caller.entry(reqs[0].field("USERNUMBER")).or_default();
+        let c = calls_of_caller
+            .entry(reqs[0].field("USERNUMBER"))
+            .or_default();
         let id = reqs[0].field("callId");
         if !c.contains(&id) {
             c.push(id);
@@ -260,7 +296,10 @@ fn kill9_under_load_loses_no_acknowledged_record() {
         (d.metric("gridedge_outbox_depth", &["target=\"cdr\""]) == Some(0.0)).then_some(())
     });
     if drained_ok.is_none() {
-        d.fail(&format!("outbox depth not 0 after the drain\n{}", d.metrics()));
+        d.fail(&format!(
+            "outbox depth not 0 after the drain\n{}",
+            d.metrics()
+        ));
     }
     assert_eq!(
         d.metric("gridedge_outbox_dead_letters", &["target=\"cdr\""])

@@ -125,6 +125,10 @@ fn post(d: &Daemon, doc: &CallDoc) {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Auth {
     Good,
+    /// Signed, the triple in the query string only.
+    QueryOnly,
+    /// Signed, the triple in the headers only.
+    HeadersOnly,
     Unsigned,
     WrongSign,
     Stale,
@@ -161,10 +165,12 @@ impl Admin {
         };
         let mut query: Vec<(&str, &str)> = params.to_vec();
         let mut headers = Vec::new();
-        if auth != Auth::Unsigned {
+        if !matches!(auth, Auth::Unsigned | Auth::HeadersOnly) {
             query.push(("account", account));
             query.push(("timestamp", &ts));
             query.push(("sign", &sign));
+        }
+        if !matches!(auth, Auth::Unsigned | Auth::QueryOnly) {
             headers = vec![
                 ("account".to_string(), account.to_string()),
                 ("timestamp".to_string(), ts.clone()),
@@ -183,7 +189,11 @@ impl Admin {
     /// A signed request that must answer 200 with a JSON object.
     fn ok(&self, method: &str, path: &str, params: &[(&str, &str)]) -> Value {
         let r = self.request(method, path, params, Auth::Good);
-        assert_eq!(r.status, 200, "{method} {path} {params:?}: {} {}", r.status, r.body);
+        assert_eq!(
+            r.status, 200,
+            "{method} {path} {params:?}: {} {}",
+            r.status, r.body
+        );
         let v: Value = serde_json::from_str(&r.body)
             .unwrap_or_else(|e| panic!("{method} {path}: body is not JSON ({e}): {}", r.body));
         assert!(v.is_object(), "{method} {path}: not an object: {v}");
@@ -225,7 +235,8 @@ fn id_of(item: &Value) -> String {
 }
 
 fn num(v: &Value) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -234,7 +245,10 @@ fn num(v: &Value) -> Option<f64> {
 
 fn cli(d: &Daemon, args: &[&str]) -> (std::process::ExitStatus, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridedge"));
-    cmd.arg("outbox").arg("--config").arg(&d.config_path).args(args);
+    cmd.arg("outbox")
+        .arg("--config")
+        .arg(&d.config_path)
+        .args(args);
     run_with_timeout(&mut cmd, Duration::from_secs(30))
 }
 
@@ -246,9 +260,14 @@ fn cli_json(d: &Daemon, args: &[&str]) -> Value {
         "gridedge outbox {args:?} failed: {status}\nstdout: {out}\nstderr: {err}"
     );
     let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
-        panic!("gridedge outbox {args:?}: stdout is not one JSON object ({e}): {out:?}\nstderr: {err}")
+        panic!(
+            "gridedge outbox {args:?}: stdout is not one JSON object ({e}): {out:?}\nstderr: {err}"
+        )
     });
-    assert!(v.is_object(), "gridedge outbox {args:?}: not an object: {v}");
+    assert!(
+        v.is_object(),
+        "gridedge outbox {args:?}: not an object: {v}"
+    );
     v
 }
 
@@ -314,7 +333,10 @@ fn check_wire(r: &Request) -> Result<(), String> {
         return Err(format!("{ctx}: streamnumber {sn:?}"));
     }
     if r.key() != sn {
-        return Err(format!("{ctx}: Idempotency-Key {:?} != streamnumber {sn}", r.key()));
+        return Err(format!(
+            "{ctx}: Idempotency-Key {:?} != streamnumber {sn}",
+            r.key()
+        ));
     }
     if r.field("callId").is_empty() {
         return Err(format!("{ctx}: no callId"));
@@ -577,13 +599,19 @@ fn sink_answers_as_scripted_keeps_alive_and_restarts_on_the_same_port() {
     for (key, status, retry_after, body_has) in cases {
         let (st, headers, body) = roundtrip(&mut c, key, "{\"a\":\"1\"}").expect(key);
         assert_eq!(st, status, "{key}: {body}");
-        let ra = headers.iter().find(|(n, _)| n == "retry-after").map(|(_, v)| v.as_str());
+        let ra = headers
+            .iter()
+            .find(|(n, _)| n == "retry-after")
+            .map(|(_, v)| v.as_str());
         assert_eq!(ra, retry_after, "{key}: Retry-After");
         assert!(body.contains(body_has), "{key}: body {body}");
     }
     let log = sink.requests();
     assert_eq!(log.len(), 8);
-    assert!(log.iter().all(|r| r.conn == log[0].conn), "one connection: {log:?}");
+    assert!(
+        log.iter().all(|r| r.conn == log[0].conn),
+        "one connection: {log:?}"
+    );
     assert_eq!(
         log.iter().map(|r| r.nth_on_conn).collect::<Vec<_>>(),
         (0..8).collect::<Vec<_>>()
@@ -593,11 +621,15 @@ fn sink_answers_as_scripted_keeps_alive_and_restarts_on_the_same_port() {
 
     // Hang: nothing comes back before the client gives up.
     let mut h = connect(addr);
-    h.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    h.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
     let t = Instant::now();
     let e = roundtrip(&mut h, "hang", "{}").expect_err("hang answered");
     assert!(
-        matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
         "{e:?}"
     );
     assert!(t.elapsed() >= Duration::from_millis(350));
@@ -652,7 +684,10 @@ fn sink_answers_as_scripted_keeps_alive_and_restarts_on_the_same_port() {
         "the port is still open after stop"
     );
     let mut buf = [0u8; 16];
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "connection not cut");
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "connection not cut"
+    );
     sink.restart();
     assert_eq!(sink.addr, addr);
     let mut c = connect(addr);
@@ -789,18 +824,20 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
     }
 
     // Phase 1: everything ends delivered or dead.
-    let (log, dead) = poll_until(Duration::from_secs(60), || settled(&sink, &admin, want_keys))
-        .unwrap_or_else(|| {
-            d.fail(&format!(
-                "records not settled within 60 s: {} keys seen of {want_keys}\n{}",
-                by_key(&sink.requests()).len(),
-                sink.requests()
-                    .iter()
-                    .map(Request::describe)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ))
-        });
+    let (log, dead) = poll_until(Duration::from_secs(60), || {
+        settled(&sink, &admin, want_keys)
+    })
+    .unwrap_or_else(|| {
+        d.fail(&format!(
+            "records not settled within 60 s: {} keys seen of {want_keys}\n{}",
+            by_key(&sink.requests()).len(),
+            sink.requests()
+                .iter()
+                .map(Request::describe)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    });
     eprintln!(
         "phase 1: {} requests for {} records settled in {:?}; {} dead letters",
         log.len(),
@@ -844,7 +881,12 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
     // What each behaviour must have led to, on the sink.
     let dead_by_key: HashMap<String, Value> = dead
         .iter()
-        .map(|i| (i["idempotencyKey"].as_str().unwrap_or("").to_string(), i.clone()))
+        .map(|i| {
+            (
+                i["idempotencyKey"].as_str().unwrap_or("").to_string(),
+                i.clone(),
+            )
+        })
         .collect();
     for (doc, b) in &docs {
         let b = *b;
@@ -860,7 +902,10 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
                     .unwrap_or_default();
                 let ctx = format!(
                     "{b:?} key {k}: {n} requests, {accepted} accepted, dead {dead:?}\n{}",
-                    reqs.iter().map(Request::describe).collect::<Vec<_>>().join("\n")
+                    reqs.iter()
+                        .map(Request::describe)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 );
                 match b {
                     Ok | OkIntCode => assert!(n == 1 && accepted == 1 && dead.is_none(), "{ctx}"),
@@ -954,13 +999,19 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
         assert_eq!(ids.len(), want_dead, "ids unique");
         for i in items {
             let k = i["idempotencyKey"].as_str().expect("idempotencyKey");
-            let reqs = keys.get(k).unwrap_or_else(|| panic!("dead key {k} never sent: {i}"));
+            let reqs = keys
+                .get(k)
+                .unwrap_or_else(|| panic!("dead key {k} never sent: {i}"));
             assert_eq!(i["target"], "cdr", "{i}");
             assert!(
                 i["key"].as_str().is_some_and(|s| !s.is_empty()),
                 "no ordering key: {i}"
             );
-            assert_eq!(num(&i["attempts"]), Some(reqs.len() as f64), "attempts of {i}");
+            assert_eq!(
+                num(&i["attempts"]),
+                Some(reqs.len() as f64),
+                "attempts of {i}"
+            );
             let enq = num(&i["enqueuedMs"]).expect("enqueuedMs");
             let dead_ms = num(&i["deadMs"]).expect("deadMs");
             assert!(enq <= dead_ms && dead_ms <= now + 1000.0, "times of {i}");
@@ -981,7 +1032,11 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
             assert_eq!(ks.len(), 1, "{b:?}: ordering keys {ks:?}");
         }
         let limited = admin.dead_list(1);
-        assert_eq!(limited["items"].as_array().map(Vec::len), Some(1), "limit=1: {limited}");
+        assert_eq!(
+            limited["items"].as_array().map(Vec::len),
+            Some(1),
+            "limit=1: {limited}"
+        );
     });
     c.run("API: dead show", || {
         for i in admin.dead_items() {
@@ -995,7 +1050,10 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
                 p => p.clone(),
             };
             let sent = keys[k][0].json.clone().unwrap();
-            assert_eq!(payload, sent, "payload of dead letter {id} is not the body sent");
+            assert_eq!(
+                payload, sent,
+                "payload of dead letter {id} is not the body sent"
+            );
         }
     });
     c.run("API: stats", || {
@@ -1009,7 +1067,12 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
         assert_gauge(&d, "gridedge_outbox_dead_letters", want_dead as f64, &ctx);
         assert_gauge(&d, "gridedge_outbox_depth", 0.0, &ctx);
         assert_gauge(&d, "gridedge_outbox_oldest_age_seconds", 0.0, &ctx);
-        assert_eq!(deliveries(&d, "dead"), want_dead as f64, "{ctx}\n{}", outbox_metrics(&d));
+        assert_eq!(
+            deliveries(&d, "dead"),
+            want_dead as f64,
+            "{ctx}\n{}",
+            outbox_metrics(&d)
+        );
     });
 
     // The CLI sees the same dead letters (same state database, daemon running).
@@ -1026,7 +1089,11 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
             Value::String(s) => serde_json::from_str(s).expect("payload string is JSON"),
             p => p.clone(),
         };
-        assert_eq!(payload, keys[&k][0].json.clone().unwrap(), "CLI show payload: {shown}");
+        assert_eq!(
+            payload,
+            keys[&k][0].json.clone().unwrap(),
+            "CLI show payload: {shown}"
+        );
         assert_eq!(shown["idempotencyKey"], k.as_str(), "{shown}");
         let st = cli_json(&d, &["stats"]);
         assert_eq!(num(&st["dead"]), Some(want_dead as f64), "CLI stats: {st}");
@@ -1040,19 +1107,28 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
             .find(|r| r.seq >= after && r.key() == k && r.accepted())
     };
     let expect_redelivery = |k: &str, after: usize, since: Instant, how: &str| {
-        let r = poll_until(Duration::from_secs(10), || redelivered(k, after)).unwrap_or_else(
-            || panic!("{how}: record {k} not delivered again within 10 s of its replay"),
-        );
+        let r =
+            poll_until(Duration::from_secs(10), || redelivered(k, after)).unwrap_or_else(|| {
+                panic!("{how}: record {k} not delivered again within 10 s of its replay")
+            });
         let first = &keys[k][0];
         assert_eq!(r.body, first.body, "{how}: replayed body differs");
         check_wire(&r).unwrap();
         let took = r.arrived.saturating_duration_since(since);
-        assert!(took < Duration::from_secs(3), "{how}: replay picked up after {took:?}");
+        eprintln!("{how}: record {k} delivered again {took:?} after the replay");
+        assert!(
+            took < Duration::from_secs(3),
+            "{how}: replay picked up after {took:?}"
+        );
     };
     let http400 = dead_ids_of(Http400, &dead);
     let envbad = dead_ids_of(EnvelopeBad, &dead);
     let always = dead_ids_of(Http500Always, &dead);
-    for caller in docs.iter().filter(|(_, b)| *b == Http400).map(|(d, _)| &d.caller) {
+    for caller in docs
+        .iter()
+        .filter(|(_, b)| *b == Http400)
+        .map(|(d, _)| &d.caller)
+    {
         plan.lock().unwrap().insert(caller.clone(), Ok);
     }
     c.run("API: replay one", || {
@@ -1074,7 +1150,11 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
         let ids: HashSet<String> = admin.dead_items().iter().map(id_of).collect();
         assert!(!ids.contains(id), "replayed {id} still listed");
     });
-    for caller in docs.iter().filter(|(_, b)| *b == EnvelopeBad).map(|(d, _)| &d.caller) {
+    for caller in docs
+        .iter()
+        .filter(|(_, b)| *b == EnvelopeBad)
+        .map(|(d, _)| &d.caller)
+    {
         plan.lock().unwrap().insert(caller.clone(), Ok);
     }
     c.run("API: replay all (one target)", || {
@@ -1089,19 +1169,36 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
         let back = poll_until(Duration::from_secs(20), || {
             let items = admin.dead_items();
             (items.len() == 2
-                && always.iter().all(|(_, k)| {
-                    sink.requests_for(k).len() == 2 * o.max_attempts as usize
-                }))
+                && always
+                    .iter()
+                    .all(|(_, k)| sink.requests_for(k).len() == 2 * o.max_attempts as usize))
             .then_some(items)
         })
-        .unwrap_or_else(|| panic!("the always-500 records did not die again: {:?}", admin.dead_items()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the always-500 records did not die again: {:?}",
+                admin.dead_items()
+            )
+        });
         for i in back {
             let reason = i["reason"].as_str().unwrap_or("");
-            assert!(reason.starts_with("exhausted") && reason.contains("500"), "{i}");
-            assert!(always.iter().any(|(_, k)| i["idempotencyKey"] == k.as_str()), "{i}");
+            assert!(
+                reason.starts_with("exhausted") && reason.contains("500"),
+                "{i}"
+            );
+            assert!(
+                always
+                    .iter()
+                    .any(|(_, k)| i["idempotencyKey"] == k.as_str()),
+                "{i}"
+            );
         }
     });
-    for caller in docs.iter().filter(|(_, b)| *b == Http500Always).map(|(d, _)| &d.caller) {
+    for caller in docs
+        .iter()
+        .filter(|(_, b)| *b == Http500Always)
+        .map(|(d, _)| &d.caller)
+    {
         plan.lock().unwrap().insert(caller.clone(), Ok);
     }
     c.run("CLI: replay --all", || {
@@ -1114,8 +1211,15 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
         }
         // Per-call order holds for the replayed pair too: the second record only after the
         // first was acknowledged.
-        let reqs: Vec<Request> = sink.requests().into_iter().filter(|r| r.seq >= mark).collect();
-        let a = reqs.iter().find(|r| r.key() == always[0].1 && r.accepted()).unwrap();
+        let reqs: Vec<Request> = sink
+            .requests()
+            .into_iter()
+            .filter(|r| r.seq >= mark)
+            .collect();
+        let a = reqs
+            .iter()
+            .find(|r| r.key() == always[0].1 && r.accepted())
+            .unwrap();
         let b = reqs.iter().find(|r| r.key() == always[1].1).unwrap();
         assert!(
             b.arrived >= a.answered.unwrap(),
@@ -1149,7 +1253,11 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
         assert_eq!(delivered, want_keys as f64, "delivered\n{m}");
     });
     c.run("final metrics: deliveries_total{result=dead}", || {
-        assert_eq!(dead_results, (want_dead + 2) as f64, "dead results (6, then 2 again)");
+        assert_eq!(
+            dead_results,
+            (want_dead + 2) as f64,
+            "dead results (6, then 2 again)"
+        );
     });
     c.run("final metrics: one result per attempt", || {
         assert_eq!(
@@ -1221,7 +1329,10 @@ fn a_call_stuck_on_500_does_not_block_other_calls() {
     post(&d, &stuck);
     let first = sink
         .wait_until(Duration::from_secs(20), |log| {
-            log.iter().filter(|r| r.field("USERNUMBER") == stuck.caller).count() >= 2
+            log.iter()
+                .filter(|r| r.field("USERNUMBER") == stuck.caller)
+                .count()
+                >= 2
         })
         .unwrap_or_else(|_| d.fail("the stuck call's first record was not tried twice"));
     let stuck_key = first
@@ -1231,7 +1342,9 @@ fn a_call_stuck_on_500_does_not_block_other_calls() {
         .key()
         .to_string();
 
-    let others: Vec<CallDoc> = (0..15).map(|_| CallDoc::new(&caller("136"), true)).collect();
+    let others: Vec<CallDoc> = (0..15)
+        .map(|_| CallDoc::new(&caller("136"), true))
+        .collect();
     let t = Instant::now();
     for doc in &others {
         post(&d, doc);
@@ -1250,10 +1363,16 @@ fn a_call_stuck_on_500_does_not_block_other_calls() {
         .unwrap_or_else(|log| {
             d.fail(&format!(
                 "other calls not delivered within 30 s while one call is stuck on 500:\n{}",
-                log.iter().map(Request::describe).collect::<Vec<_>>().join("\n")
+                log.iter()
+                    .map(Request::describe)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ))
         });
-    eprintln!("30 records of 15 other calls delivered in {:?} while one call got 500s", t.elapsed());
+    eprintln!(
+        "30 records of 15 other calls delivered in {:?} while one call got 500s",
+        t.elapsed()
+    );
     let stuck_keys = keys_of(&log, &stuck.caller);
     assert_eq!(
         stuck_keys,
@@ -1265,7 +1384,9 @@ fn a_call_stuck_on_500_does_not_block_other_calls() {
     check_call_order(&log, usize::MAX).unwrap_or_else(|e| d.fail(&e));
 
     // Unstuck: both records go, in order.
-    plan.lock().unwrap().insert(stuck.caller.clone(), Behaviour::Ok);
+    plan.lock()
+        .unwrap()
+        .insert(stuck.caller.clone(), Behaviour::Ok);
     let log = sink
         .wait_until(Duration::from_secs(20), |log| {
             let ks = keys_of(log, &stuck.caller);
@@ -1335,7 +1456,11 @@ fn a_record_always_answered_500_is_dead_lettered_after_max_attempts() {
             "record {k}: the sink got {sent} attempts, max_attempts is {}: {item}",
             o.max_attempts
         );
-        assert_eq!(num(&item["attempts"]), Some(sent as f64), "attempts field of {item}");
+        assert_eq!(
+            num(&item["attempts"]),
+            Some(sent as f64),
+            "attempts field of {item}"
+        );
     }
     check_call_order(&log, usize::MAX).unwrap_or_else(|e| d.fail(&e));
 }
@@ -1362,17 +1487,25 @@ fn a_long_stuck_call_does_not_delay_new_calls() {
     let t = Instant::now();
     let tries = sink
         .wait_until(Duration::from_secs(40), |log| {
-            log.iter().filter(|r| r.field("USERNUMBER") == stuck.caller).count() >= 8
+            log.iter()
+                .filter(|r| r.field("USERNUMBER") == stuck.caller)
+                .count()
+                >= 8
         })
         .map(|l| l.len())
         .unwrap_or_else(|l| l.len());
     eprintln!("stuck record tried {tries} times in {:?}", t.elapsed());
-    assert!(tries >= 4, "the stuck record was tried only {tries} times in 40 s");
+    assert!(
+        tries >= 4,
+        "the stuck record was tried only {tries} times in 40 s"
+    );
 
     // New calls arrive: each must be delivered within a few seconds of its post (the
     // document is stored at once; with settle_secs = 1 a one-leg call is built at once or
     // within about a second).
-    let others: Vec<CallDoc> = (0..3).map(|_| CallDoc::new(&caller("138"), false)).collect();
+    let others: Vec<CallDoc> = (0..3)
+        .map(|_| CallDoc::new(&caller("138"), false))
+        .collect();
     let posted = Instant::now();
     for doc in &others {
         post(&d, doc);
@@ -1383,9 +1516,18 @@ fn a_long_stuck_call_does_not_delay_new_calls() {
                 .any(|r| r.field("USERNUMBER") == doc.caller && r.accepted())
         })
     };
-    let took = match sink.wait_until(Duration::from_secs(60), delivered) {
+    let took = match sink.wait_until(Duration::from_secs(30), delivered) {
         Ok(_) => posted.elapsed(),
-        Err(_) => d.fail("new calls not delivered within 60 s while another call is stuck"),
+        Err(log) => d.fail(&format!(
+            "new calls not delivered within 30 s while another call is stuck on 500 \
+             (backoff_max {} ms): one stuck call held back the others\n{}",
+            o.backoff_max_ms,
+            log.iter()
+                .filter(|r| r.arrived >= posted)
+                .map(Request::describe)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
     };
     eprintln!("new calls delivered {took:?} after their post while another call was stuck");
     assert!(
@@ -1393,6 +1535,96 @@ fn a_long_stuck_call_does_not_delay_new_calls() {
         "new calls took {took:?} to be delivered while one call was stuck on 500 (backoff_max \
          {} ms): one stuck call held back the others",
         o.backoff_max_ms
+    );
+}
+
+/// `Retry-After` is a minimum, whatever else happens meanwhile: a record answered 503 with
+/// `Retry-After: 4` is not sent again sooner, even when other calls' failures and then their
+/// successes (which bring a target back and release what waits on it) come in between.
+#[test]
+fn retry_after_is_a_minimum_even_when_other_deliveries_succeed_meanwhile() {
+    let o = Opts {
+        max_attempts: 100,
+        backoff_base_ms: 20,
+        backoff_max_ms: 200,
+        ..Opts::default()
+    };
+    let sink = Sink::start();
+    let d = Daemon::start(&config(&sink, o));
+    let a = CallDoc::new(&caller("130"), false);
+    let others: Vec<CallDoc> = (0..2)
+        .map(|_| CallDoc::new(&caller("130"), false))
+        .collect();
+    let (ac, oc): (String, Vec<String>) = (
+        a.caller.clone(),
+        others.iter().map(|d| d.caller.clone()).collect(),
+    );
+    sink.script(move |r: &Request, earlier: usize| {
+        let who = r.field("USERNUMBER");
+        if who == ac && earlier == 0 {
+            Answer::retry_after(503, 4)
+        } else if oc.iter().any(|c| c == who) && earlier < 2 {
+            Answer::status(500)
+        } else {
+            Answer::Ok
+        }
+    });
+    post(&d, &a);
+    let first = sink
+        .wait_until(Duration::from_secs(20), |log| {
+            log.iter()
+                .any(|r| r.field("USERNUMBER") == a.caller && r.answered.is_some())
+        })
+        .unwrap_or_else(|_| d.fail("the record was not sent"));
+    let answered = first
+        .iter()
+        .find(|r| r.field("USERNUMBER") == a.caller)
+        .and_then(|r| r.answered)
+        .unwrap();
+    // Meanwhile other calls fail a few times, then go through.
+    for doc in &others {
+        post(&d, doc);
+    }
+    let log = sink
+        .wait_until(Duration::from_secs(30), |log| {
+            log.iter()
+                .filter(|r| r.field("USERNUMBER") == a.caller)
+                .any(Request::accepted)
+                && others.iter().all(|doc| {
+                    log.iter()
+                        .any(|r| r.field("USERNUMBER") == doc.caller && r.accepted())
+                })
+        })
+        .unwrap_or_else(|log| {
+            d.fail(&format!(
+                "not all delivered within 30 s:\n{}",
+                log.iter()
+                    .map(Request::describe)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        });
+    let mine: Vec<&Request> = log
+        .iter()
+        .filter(|r| r.field("USERNUMBER") == a.caller)
+        .collect();
+    let gap = mine[1].arrived - answered;
+    eprintln!(
+        "503 Retry-After: 4 -> next attempt after {gap:?} ({} requests in all)",
+        log.len()
+    );
+    assert!(
+        gap >= Duration::from_millis(3950),
+        "Retry-After: 4 not honoured: the record was sent again {gap:?} after the 503 \
+         (other calls failed then succeeded meanwhile)\n{}",
+        log.iter()
+            .map(|r| format!(
+                "{:>6} ms {}",
+                r.arrived.saturating_duration_since(answered).as_millis(),
+                r.describe()
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -1409,7 +1641,9 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
         addr: d.listeners.http,
     };
     let doc = CallDoc::new(&caller("133"), false);
-    plan.lock().unwrap().insert(doc.caller.clone(), Behaviour::Http400);
+    plan.lock()
+        .unwrap()
+        .insert(doc.caller.clone(), Behaviour::Http400);
     post(&d, &doc);
     let items = poll_until(Duration::from_secs(20), || {
         let i = admin.dead_items();
@@ -1421,7 +1655,9 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
     let id = id_of(&item);
     let key = item["idempotencyKey"].as_str().unwrap().to_string();
     // From now on the sink would accept it: any replay would show.
-    plan.lock().unwrap().insert(doc.caller.clone(), Behaviour::Ok);
+    plan.lock()
+        .unwrap()
+        .insert(doc.caller.clone(), Behaviour::Ok);
     let before_stats = admin.stats();
     let before_requests = sink.request_count();
 
@@ -1432,21 +1668,61 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
         ("GET", dead.into(), vec![("target", "cdr")], Auth::Unsigned),
         ("GET", dead.into(), vec![("target", "cdr")], Auth::WrongSign),
         ("GET", dead.into(), vec![("target", "cdr")], Auth::Stale),
-        ("GET", dead.into(), vec![("target", "cdr")], Auth::UnknownAccount),
-        ("GET", dead.into(), vec![("target", "cdr"), ("limit", "abc")], Auth::Good),
+        (
+            "GET",
+            dead.into(),
+            vec![("target", "cdr")],
+            Auth::UnknownAccount,
+        ),
+        (
+            "GET",
+            dead.into(),
+            vec![("target", "cdr"), ("limit", "abc")],
+            Auth::Good,
+        ),
         ("GET", one.clone(), vec![], Auth::Unsigned),
         ("GET", one.clone(), vec![], Auth::WrongSign),
-        ("GET", "/admin/outbox/dead/not-an-id".into(), vec![], Auth::Good),
-        ("GET", "/admin/outbox/dead/987654321".into(), vec![], Auth::Good),
+        (
+            "GET",
+            "/admin/outbox/dead/not-an-id".into(),
+            vec![],
+            Auth::Good,
+        ),
+        (
+            "GET",
+            "/admin/outbox/dead/987654321".into(),
+            vec![],
+            Auth::Good,
+        ),
         ("GET", "/admin/outbox/stats".into(), vec![], Auth::Unsigned),
         ("GET", "/admin/outbox/stats".into(), vec![], Auth::WrongSign),
         ("POST", replay_one.clone(), vec![], Auth::Unsigned),
         ("POST", replay_one.clone(), vec![], Auth::WrongSign),
         ("POST", replay_one.clone(), vec![], Auth::Stale),
-        ("POST", "/admin/outbox/dead/987654321/replay".into(), vec![], Auth::Good),
-        ("POST", "/admin/outbox/dead/not-an-id/replay".into(), vec![], Auth::Good),
-        ("POST", "/admin/outbox/dead/replay".into(), vec![("target", "cdr")], Auth::Unsigned),
-        ("POST", "/admin/outbox/dead/replay".into(), vec![("target", "cdr")], Auth::WrongSign),
+        (
+            "POST",
+            "/admin/outbox/dead/987654321/replay".into(),
+            vec![],
+            Auth::Good,
+        ),
+        (
+            "POST",
+            "/admin/outbox/dead/not-an-id/replay".into(),
+            vec![],
+            Auth::Good,
+        ),
+        (
+            "POST",
+            "/admin/outbox/dead/replay".into(),
+            vec![("target", "cdr")],
+            Auth::Unsigned,
+        ),
+        (
+            "POST",
+            "/admin/outbox/dead/replay".into(),
+            vec![("target", "cdr")],
+            Auth::WrongSign,
+        ),
         ("GET", replay_one.clone(), vec![], Auth::Good),
     ];
     let mut c = Checks::new();
@@ -1461,9 +1737,23 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
             );
         });
     }
+    // The brief puts the signature in the query string, seed 004 in the headers: both work.
+    for auth in [Auth::QueryOnly, Auth::HeadersOnly] {
+        c.run(&format!("signed with {auth:?}"), || {
+            let r = admin.request("GET", "/admin/outbox/stats", &[], auth);
+            assert_eq!(r.status, 200, "{auth:?}: {} {}", r.status, r.body);
+            let r = admin.request("GET", &one, &[], auth);
+            assert_eq!(r.status, 200, "{auth:?}: {} {}", r.status, r.body);
+        });
+    }
     // An unknown target replays nothing (4xx or zero).
     c.run("replay all of an unknown target", || {
-        let r = admin.request("POST", "/admin/outbox/dead/replay", &[("target", "nosuch")], Auth::Good);
+        let r = admin.request(
+            "POST",
+            "/admin/outbox/dead/replay",
+            &[("target", "nosuch")],
+            Auth::Good,
+        );
         assert!(r.status < 500, "{} {}", r.status, r.body);
         if r.status == 200 {
             let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -1479,15 +1769,25 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
     ] {
         c.run(&format!("CLI {args:?}"), || {
             let (status, out, err) = cli(&d, &args);
-            assert!(!status.success(), "exit {status}\nstdout {out}\nstderr {err}");
-            assert!(!err.trim().is_empty() || !out.trim().is_empty(), "no message");
+            assert!(
+                !status.success(),
+                "exit {status}\nstdout {out}\nstderr {err}"
+            );
+            assert!(
+                !err.trim().is_empty() || !out.trim().is_empty(),
+                "no message"
+            );
         });
     }
     c.run("nothing changed", || {
         // Anything a bad request might have replayed would be delivered within ~1 s.
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(1500) {
-            assert_eq!(sink.request_count(), before_requests, "a bad request replayed something");
+            assert_eq!(
+                sink.request_count(),
+                before_requests,
+                "a bad request replayed something"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let after = admin.dead_items();
@@ -1497,7 +1797,12 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
         assert_eq!(s["dead"], before_stats["dead"], "{s}");
         assert_eq!(s["depth"], before_stats["depth"], "{s}");
         assert_eq!(sink.requests_for(&key).len(), 1);
-        assert_gauge(&d, "gridedge_outbox_dead_letters", 1.0, "after bad requests");
+        assert_gauge(
+            &d,
+            "gridedge_outbox_dead_letters",
+            1.0,
+            "after bad requests",
+        );
     });
     c.finish(&d);
 }
@@ -1525,7 +1830,9 @@ fn a_long_outage_is_probed_not_hammered_and_the_backlog_drains_at_full_speed() {
     };
 
     // Warm-up: the target works.
-    let warm: Vec<CallDoc> = (0..3).map(|_| CallDoc::new(&caller("131"), false)).collect();
+    let warm: Vec<CallDoc> = (0..3)
+        .map(|_| CallDoc::new(&caller("131"), false))
+        .collect();
     for doc in &warm {
         post(&d, doc);
     }
@@ -1543,7 +1850,9 @@ fn a_long_outage_is_probed_not_hammered_and_the_backlog_drains_at_full_speed() {
     let requests_before = sink.request_count();
     sink.stop();
     let down_at = Instant::now();
-    let backlog: Vec<CallDoc> = (0..150).map(|_| CallDoc::new(&caller("132"), true)).collect();
+    let backlog: Vec<CallDoc> = (0..150)
+        .map(|_| CallDoc::new(&caller("132"), true))
+        .collect();
     for doc in &backlog {
         post(&d, doc);
     }
@@ -1580,13 +1889,21 @@ fn a_long_outage_is_probed_not_hammered_and_the_backlog_drains_at_full_speed() {
             tries <= bound,
             "{tries} attempts in {outage_secs:.1} s of outage (bound {bound})"
         );
-        assert_eq!(deliveries(&d, "dead"), dead_before, "dead letters during the outage");
+        assert_eq!(
+            deliveries(&d, "dead"),
+            dead_before,
+            "dead letters during the outage"
+        );
         assert_eq!(num(&s["depth"]), Some(want as f64), "stats {s}");
         assert!(
             num(&s["oldestAgeMs"]).is_some_and(|a| a >= 5000.0),
             "oldestAgeMs during the outage: {s}"
         );
-        let age = metric0(&d, "gridedge_outbox_oldest_age_seconds", &["target=\"cdr\""]);
+        let age = metric0(
+            &d,
+            "gridedge_outbox_oldest_age_seconds",
+            &["target=\"cdr\""],
+        );
         assert!(age >= 5.0, "oldest_age_seconds {age}");
     });
 
@@ -1632,13 +1949,16 @@ fn a_long_outage_is_probed_not_hammered_and_the_backlog_drains_at_full_speed() {
         after.len(),
         sink.connections_between(up_at, Instant::now())
     );
-    c.run("the probe found the sink back within one backoff step", || {
-        assert!(
-            first - up_at <= Duration::from_millis(o.backoff_max_ms + 3000),
-            "first attempt {:?} after recovery",
-            first - up_at
-        );
-    });
+    c.run(
+        "the probe found the sink back within one backoff step",
+        || {
+            assert!(
+                first - up_at <= Duration::from_millis(o.backoff_max_ms + 3000),
+                "first attempt {:?} after recovery",
+                first - up_at
+            );
+        },
+    );
     c.run("the backlog drained at full speed", || {
         assert!(
             last - first_ok <= Duration::from_secs(4),

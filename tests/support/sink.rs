@@ -102,9 +102,9 @@ impl Answer {
             Answer::Ok | Answer::OkIntCode | Answer::SlowOk(_) => true,
             Answer::Status { status, body, .. } => {
                 (200..300).contains(status)
-                    && serde_json::from_str::<Value>(body).ok().is_some_and(|v| {
-                        v["code"] == json!("200") || v["code"] == json!(200)
-                    })
+                    && serde_json::from_str::<Value>(body)
+                        .ok()
+                        .is_some_and(|v| v["code"] == json!("200") || v["code"] == json!(200))
             }
             Answer::Hang(_) | Answer::Reset => false,
         }
@@ -563,7 +563,9 @@ fn serve_conn(stream: TcpStream, conn: usize, shared: &Shared, epoch: u64) -> io
         shared.log.lock().unwrap()[seq].answer = Some(answer.clone());
 
         let (status, body, retry_after) = match &answer {
-            Answer::Ok | Answer::SlowOk(_) => (200, r#"{"code":"200","msg":"ok"}"#.to_string(), None),
+            Answer::Ok | Answer::SlowOk(_) => {
+                (200, r#"{"code":"200","msg":"ok"}"#.to_string(), None)
+            }
             Answer::OkIntCode => (200, r#"{"code":200,"msg":"ok"}"#.to_string(), None),
             Answer::Status {
                 status,
@@ -612,7 +614,9 @@ fn serve_conn(stream: TcpStream, conn: usize, shared: &Shared, epoch: u64) -> io
             "Connection: keep-alive\r\n\r\n"
         });
         resp.push_str(&body);
-        let wrote = writer.write_all(resp.as_bytes()).and_then(|_| writer.flush());
+        let wrote = writer
+            .write_all(resp.as_bytes())
+            .and_then(|_| writer.flush());
         if wrote.is_ok() && !matches!(answer, Answer::SlowOk(_)) {
             shared.log.lock().unwrap()[seq].answered = Some(Instant::now());
         }
@@ -817,12 +821,17 @@ pub fn post_doc(addr: SocketAddr, doc: &CallDoc, timeout: Duration) -> io::Resul
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("no header end: {text:?}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no header end: {text:?}"),
+        )
     })?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status {head:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("bad status {head:?}"))
+        })?;
     Ok((status, body.to_string()))
 }
