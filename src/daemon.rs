@@ -30,7 +30,9 @@ use crate::api::{self, ApiState};
 use crate::cdr::service::CdrService;
 use crate::clock::Now;
 use crate::config::{Config, LogFormat};
+use crate::grid::forward::GridForwarder;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::sip::credentials::{Credential, CredentialTable};
 use crate::sip::digest::{DigestConfig, NonceKey, Verifier};
 use crate::sip::endpoint::Endpoint;
@@ -41,8 +43,6 @@ use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::server::SipServer;
 use crate::sip::transport;
 use crate::sip::transport::listener::{self, Framing, StreamContext};
-use crate::grid::forward::CdrForwarder;
-use crate::outbox::Outbox;
 use crate::store::{Durability, Store};
 use crate::switch::adapter::SwitchAdapter;
 use crate::switch::calls::ChannelTracker;
@@ -327,10 +327,16 @@ pub async fn run(
         .context("opening the CDR store")?;
     let outbox = Outbox::open(&cfg.db_path(), &cfg.outbox, &cfg.grid, &metrics)
         .context("opening the outbox")?;
-    cdr.set_forwarder(Arc::new(CdrForwarder {
-        outbox: Arc::clone(&outbox),
-        time: cdr.time_format().clone(),
-    }));
+    let forwarder = GridForwarder::new(
+        Arc::clone(&outbox),
+        &cfg.grid,
+        cdr.time_format().clone(),
+        &cfg.db_path(),
+        Now::system(),
+    )
+    .context("grid forwarding")?;
+    cdr.set_forwarder(Arc::clone(&forwarder) as Arc<dyn crate::cdr::service::RecordForwarder>);
+    agents.add_sink(Arc::clone(&forwarder) as Arc<dyn AgentEventSink>);
 
     // HTTP first, so /healthz answers while SIP comes up.
     let api_state = Arc::new(ApiState {
@@ -458,6 +464,11 @@ pub async fn run(
     tasks.spawn(Arc::clone(&cdr).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&cdr).run_sweeper(shutdown.clone()));
     tasks.spawn(Arc::clone(&outbox).run(shutdown.clone()));
+    tasks.spawn(Arc::clone(&forwarder).run(
+        Arc::clone(&agents),
+        cfg.grid.sync_secs,
+        shutdown.clone(),
+    ));
     if cfg.esl.enabled {
         let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(cfg.esl.queue);
         let (_esl, esl_task) = EslClient::spawn(

@@ -48,7 +48,12 @@ pub struct Metrics {
     request_cache: Mutex<HashMap<String, HashMap<u16, IntCounter>>>,
 }
 
-pub(crate) fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     registry
         .register(Box::new(c.clone()))
@@ -56,7 +61,12 @@ pub(crate) fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &
     c
 }
 
-pub(crate) fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     registry
         .register(Box::new(g.clone()))

@@ -146,7 +146,11 @@ const DIRECTORY_REFRESH_MS: u64 = 5_000;
 /// which [`CdrService`] commits in the same transaction as the records themselves.
 pub trait RecordForwarder: Send + Sync {
     /// The outbox rows for one call's records (none when no CDR push is enabled).
-    fn outbox_records(&self, call_key: &str, records: &[CallRecord]) -> Vec<crate::outbox::NewRecord>;
+    fn outbox_records(
+        &self,
+        call_key: &str,
+        records: &[CallRecord],
+    ) -> Vec<crate::outbox::NewRecord>;
     /// Called after the rows committed.
     fn committed(&self, rows: &[crate::outbox::NewRecord]);
     /// Whether the outbox can take more; when not, new documents are refused with 503.

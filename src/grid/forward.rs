@@ -1,30 +1,305 @@
-//! The bridge from domain events to the outbox: builds each enabled push's payload (in the
-//! contract's format, by the serializers of this module's siblings) and enqueues it with its
+//! The bridge from domain events to the outbox: builds each enabled push's payload in the
+//! contract's format (by the serializers of this module's siblings) and enqueues it with its
 //! ordering key and idempotency key.
 //!
-//! * Call records (话单推送, and the signed detail format when enabled) are enqueued by the CDR
-//!   service inside the transaction that stores them ([`CdrForwarder`]).
+//! * Call records (话单推送, and the signed 明细 format) are enqueued by the CDR service inside
+//!   the transaction that stores them ([`RecordForwarder`]): committed together or not at all.
+//! * Agent events (坐席事件/考勤) are enqueued as presence emits them ([`AgentEventSink`]);
+//!   presence is the record of truth and the outbox row is the only copy of the event, so the
+//!   writer's group commit is the durable write. Heartbeats report every signed-in agent's
+//!   current state every `heartbeat_secs`, except agents whose lane still holds undelivered
+//!   events (a heartbeat must not queue behind a backlog it would only repeat).
+//! * Directory changes (坐席信息变更, 网格接入号信息变更) are found by comparing the directory
+//!   with the last snapshot pushed, which is stored in `meta` and updated in the transaction
+//!   that enqueues the changes: every change is pushed once, whatever made it (config reload,
+//!   the management API, the grid's own change push), and a restart neither loses nor
+//!   repeats one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
+use super::agent_event::{self, AgentEventFormat, AgentInfo, AgentStatus};
 use super::cdr::{to_grid, TimeFormat};
+use super::changes::{self, AgentSnapshot, ChangesConfig};
+use super::detail::{self, DetailExtras, DetailFormat};
+use super::targets::GridConfig;
+use crate::agents::directory::{AccessNumber, Agent, SkillGroup};
+use crate::agents::presence::AgentEvent;
+use crate::agents::service::{AgentEventSink, AgentsService};
 use crate::cdr::record::CallRecord;
 use crate::cdr::service::RecordForwarder;
+use crate::clock::Now;
 use crate::outbox::{NewRecord, Outbox, Target};
+use crate::store::{Durability, Store, StoreError};
 
 /// Serializes a JSON object; a `Map` of strings cannot fail to serialize.
 pub(crate) fn json_bytes(v: &serde_json::Map<String, serde_json::Value>) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-pub struct CdrForwarder {
-    pub outbox: Arc<Outbox>,
-    pub time: TimeFormat,
+/// The `meta` key of the last directory snapshot pushed.
+const PUSHED_DIRECTORY: &str = "grid.pushed_directory";
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct DirectorySnapshot {
+    agents: Vec<Agent>,
+    skill_groups: Vec<SkillGroup>,
+    access_numbers: Vec<AccessNumber>,
 }
 
-impl RecordForwarder for CdrForwarder {
+/// Who an extension's agent is, for the agent-event push.
+#[derive(Debug, Clone)]
+struct Who {
+    agent_id: String,
+    name: String,
+    department: String,
+}
+
+pub struct GridForwarder {
+    outbox: Arc<Outbox>,
+    ent_id: String,
+    cdr_time: TimeFormat,
+    agent_fmt: AgentEventFormat,
+    changes: ChangesConfig,
+    detail: DetailFormat,
+    /// steamNumber sequences: start-up time in ms times a million plus a counter, so they are
+    /// unique across restarts unless a run emits a million events per millisecond of uptime.
+    seq: AtomicU64,
+    /// Agents by extension, refreshed from the directory at every sync.
+    who: RwLock<HashMap<String, Who>>,
+    store: Mutex<Store>,
+}
+
+impl GridForwarder {
+    pub fn new(
+        outbox: Arc<Outbox>,
+        grid: &GridConfig,
+        cdr_time: TimeFormat,
+        db_path: &Path,
+        now: Now,
+    ) -> anyhow::Result<Arc<GridForwarder>> {
+        let agent_fmt = AgentEventFormat::new(&grid.agent_event).map_err(anyhow::Error::msg)?;
+        let detail = DetailFormat::new(&grid.detail).map_err(anyhow::Error::msg)?;
+        Ok(Arc::new(GridForwarder {
+            outbox,
+            ent_id: grid.ent_id.clone(),
+            cdr_time,
+            agent_fmt,
+            changes: grid.changes.clone(),
+            detail,
+            seq: AtomicU64::new(now.unix_ms.saturating_mul(1_000_000)),
+            who: RwLock::new(HashMap::new()),
+            store: Mutex::new(Store::open(db_path, Durability::Full)?),
+        }))
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn who(&self, extension: &str) -> Option<Who> {
+        self.who
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(extension)
+            .cloned()
+    }
+
+    fn agent_record(&self, push: agent_event::AgentEventPush) -> NewRecord {
+        NewRecord {
+            target: Target::AgentEvent,
+            key: push.lane_key().to_string(),
+            idempotency_key: push.idempotency_key().to_string(),
+            payload: json_bytes(push.body()),
+        }
+    }
+
+    /// Re-reads the directory, refreshes the agent names and enqueues the changes since the
+    /// last snapshot pushed (in one transaction with the new snapshot). Returns how many
+    /// changes were enqueued.
+    pub fn sync_directory(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let agents_on = self.outbox.enabled(Target::AgentChange);
+        let numbers_on = self.outbox.enabled(Target::AccessNumber);
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let current = DirectorySnapshot {
+            agents: store.agents()?,
+            skill_groups: store.skill_groups()?,
+            access_numbers: store.access_numbers()?,
+        };
+        {
+            let mut who = self.who.write().unwrap_or_else(|e| e.into_inner());
+            who.clear();
+            for a in &current.agents {
+                if let Some(ext) = &a.extension {
+                    who.insert(
+                        ext.clone(),
+                        Who {
+                            agent_id: a.agent_id.clone(),
+                            name: a.name.clone(),
+                            department: a.department.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if !agents_on && !numbers_on {
+            return Ok(0);
+        }
+        let pushed: DirectorySnapshot = store
+            .meta_get(PUSHED_DIRECTORY)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut rows = Vec::new();
+        if agents_on {
+            let old = AgentSnapshot {
+                agents: &pushed.agents,
+                skill_groups: &pushed.skill_groups,
+            };
+            let new = AgentSnapshot {
+                agents: &current.agents,
+                skill_groups: &current.skill_groups,
+            };
+            for c in changes::diff_agents(old, new) {
+                let p = c.to_push(&self.changes);
+                rows.push(NewRecord {
+                    target: Target::AgentChange,
+                    key: p.lane_key().to_string(),
+                    // Salted: the same change made again later is a new push.
+                    idempotency_key: p.salted_idempotency_key(self.next_seq()),
+                    payload: json_bytes(p.body()),
+                });
+            }
+        }
+        if numbers_on {
+            for c in changes::diff_access_numbers(&pushed.access_numbers, &current.access_numbers) {
+                let p = c.to_push(&self.changes);
+                rows.push(NewRecord {
+                    target: Target::AccessNumber,
+                    key: p.lane_key().to_string(),
+                    idempotency_key: p.salted_idempotency_key(self.next_seq()),
+                    payload: json_bytes(p.body()),
+                });
+            }
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // A target switched off keeps its side of the old snapshot, so switching it on
+        // later pushes what changed meanwhile.
+        let snapshot = DirectorySnapshot {
+            agents: if agents_on {
+                current.agents
+            } else {
+                pushed.agents
+            },
+            skill_groups: if agents_on {
+                current.skill_groups
+            } else {
+                pushed.skill_groups
+            },
+            access_numbers: if numbers_on {
+                current.access_numbers
+            } else {
+                pushed.access_numbers
+            },
+        };
+        let conn = store.connection();
+        let tx = conn.unchecked_transaction()?;
+        for r in &rows {
+            crate::outbox::store::insert(&tx, r, now_ms)?;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![PUSHED_DIRECTORY, serde_json::to_vec(&snapshot).unwrap_or_default()],
+        )?;
+        tx.commit()?;
+        drop(store);
+        for t in [Target::AgentChange, Target::AccessNumber] {
+            let n = rows.iter().filter(|r| r.target == t).count();
+            if n > 0 {
+                self.outbox.committed(t, n);
+            }
+        }
+        tracing::info!(
+            changes = rows.len(),
+            "directory changes enqueued for the grid"
+        );
+        Ok(rows.len())
+    }
+
+    /// Heartbeats for every signed-in agent whose lane is idle. Returns how many.
+    pub fn heartbeats(&self, agents: &AgentsService, now_ms: u64) -> usize {
+        if !self.outbox.enabled(Target::AgentEvent) {
+            return 0;
+        }
+        let statuses: Vec<AgentStatus> = agents.with_presence(|p| {
+            p.seats()
+                .map(|(ext, seat)| AgentStatus::of_seat(ext, seat))
+                .collect()
+        });
+        let mut rows = Vec::new();
+        for st in statuses {
+            let who = self.who(&st.extension);
+            let info = AgentInfo {
+                agent_id: who.as_ref().map(|w| w.agent_id.as_str()),
+                agent_name: who.as_ref().map(|w| w.name.as_str()).unwrap_or(""),
+            };
+            let Some(push) =
+                agent_event::heartbeat(&st, &info, self.next_seq(), now_ms, &self.agent_fmt)
+            else {
+                continue; // signed out: no heartbeat
+            };
+            if self.outbox.lane_busy(Target::AgentEvent, push.lane_key()) {
+                continue;
+            }
+            rows.push(self.agent_record(push));
+        }
+        let n = rows.len();
+        if n > 0 {
+            if let Err(e) = self.outbox.enqueue_nowait(rows) {
+                tracing::warn!(error = %e, "agent heartbeats not enqueued");
+                return 0;
+            }
+        }
+        n
+    }
+
+    /// Directory sync every `sync_secs`, heartbeats every `heartbeat_secs` (0: none).
+    pub async fn run(
+        self: Arc<Self>,
+        agents: Arc<AgentsService>,
+        sync_secs: u64,
+        shutdown: CancellationToken,
+    ) {
+        let heartbeat_ms = self.agent_fmt.heartbeat_secs().saturating_mul(1000);
+        let mut last_heartbeat = Now::system().unix_ms;
+        let mut tick = tokio::time::interval(Duration::from_secs(sync_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let me = Arc::clone(&self);
+            let now = Now::system().unix_ms;
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || me.sync_directory(now)).await {
+                tracing::warn!(error = %e, "directory sync for the grid failed; will retry");
+            }
+            if heartbeat_ms > 0 && now.saturating_sub(last_heartbeat) >= heartbeat_ms {
+                last_heartbeat = now;
+                self.heartbeats(&agents, now);
+            }
+        }
+    }
+}
+
+impl RecordForwarder for GridForwarder {
     fn outbox_records(&self, call_key: &str, records: &[CallRecord]) -> Vec<NewRecord> {
         let mut rows = Vec::new();
         if self.outbox.enabled(Target::Cdr) {
@@ -34,7 +309,36 @@ impl RecordForwarder for CdrForwarder {
                     target: Target::Cdr,
                     key: call_key.to_string(),
                     idempotency_key: r.stream_number.clone(),
-                    payload: json_bytes(&to_grid(r, &self.time)),
+                    payload: json_bytes(&to_grid(r, &self.cdr_time)),
+                });
+            }
+        }
+        if self.outbox.enabled(Target::Detail) {
+            // The signed format describes a whole call: one push, from the last segment
+            // (the one that ends the session).
+            if let Some(r) = records.iter().rev().find(|r| detail::is_final_segment(r)) {
+                let dept = r
+                    .agent
+                    .as_ref()
+                    .and_then(|a| self.who(&a.extension))
+                    .map(|w| w.department)
+                    .unwrap_or_default();
+                let extras = DetailExtras {
+                    dept_name: &dept,
+                    ..DetailExtras::default()
+                };
+                let push = detail::to_detail(
+                    r,
+                    &self.ent_id,
+                    Now::system().unix_ms,
+                    &extras,
+                    &self.detail,
+                );
+                rows.push(NewRecord {
+                    target: Target::Detail,
+                    key: push.lane_key().to_string(),
+                    idempotency_key: push.idempotency_key().to_string(),
+                    payload: json_bytes(push.body()),
                 });
             }
         }
@@ -53,5 +357,32 @@ impl RecordForwarder for CdrForwarder {
     fn has_room(&self) -> bool {
         // A call yields a handful of records of ~1.5 KB.
         self.outbox.has_room(16 * 1024).is_ok()
+    }
+}
+
+impl AgentEventSink for GridForwarder {
+    fn publish(&self, events: &[AgentEvent]) {
+        if !self.outbox.enabled(Target::AgentEvent) {
+            return;
+        }
+        let mut rows = Vec::new();
+        for ev in events {
+            let who = self.who(&ev.extension);
+            let info = AgentInfo {
+                agent_id: who.as_ref().map(|w| w.agent_id.as_str()),
+                agent_name: who.as_ref().map(|w| w.name.as_str()).unwrap_or(""),
+            };
+            if let Some(push) = agent_event::from_event(ev, &info, self.next_seq(), &self.agent_fmt)
+            {
+                rows.push(self.agent_record(push));
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len();
+        if let Err(e) = self.outbox.enqueue_nowait(rows) {
+            tracing::warn!(error = %e, events = n, "agent events not enqueued for the grid");
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! field names, enum encodings and time formats. Domain types stay elsewhere; this module only
 //! translates them.
 
+pub mod agent_event;
 pub mod cdr;
+pub mod changes;
+pub mod detail;
 pub mod forward;
 pub mod targets;

@@ -16,14 +16,27 @@ pub struct GridConfig {
     /// 企业ID (`entId`) the grid knows this call center by; sent in the access-number and
     /// signed detail pushes and checked on the grid's queries.
     pub ent_id: String,
+    /// Seconds between comparisons of the directory with what was last pushed (agent and
+    /// access-number changes), and the heartbeat clock's resolution.
+    pub sync_secs: u64,
     pub push: PushTargets,
+    /// `[grid.agent_event]`: key spellings, the esate table, MACs, heartbeats.
+    pub agent_event: crate::grid::agent_event::AgentEventConfig,
+    /// `[grid.changes]`: defaults of the change pushes.
+    pub changes: crate::grid::changes::ChangesConfig,
+    /// `[grid.detail]`: the signed 明细 format.
+    pub detail: crate::grid::detail::DetailConfig,
 }
 
 impl Default for GridConfig {
     fn default() -> Self {
         GridConfig {
             ent_id: "gridedge".into(),
+            sync_secs: 5,
             push: PushTargets::default(),
+            agent_event: Default::default(),
+            changes: Default::default(),
+            detail: Default::default(),
         }
     }
 }
@@ -97,7 +110,11 @@ impl std::fmt::Debug for PushTarget {
             .field("timeout_ms", &self.timeout_ms)
             .field(
                 "bearer_token",
-                &if self.bearer_token.is_empty() { "" } else { "<redacted>" },
+                &if self.bearer_token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
             )
             .field("bearer_token_file", &self.bearer_token_file)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
@@ -115,6 +132,18 @@ impl GridConfig {
                 "must be 1-64 printable characters".into(),
             ));
         }
+        if !(1..=3600).contains(&self.sync_secs) {
+            return Err(("grid.sync_secs".into(), "must be between 1 and 3600".into()));
+        }
+        self.agent_event
+            .validate()
+            .map_err(|e| ("grid.agent_event".into(), e))?;
+        self.changes
+            .validate()
+            .map_err(|e| ("grid.changes".into(), e))?;
+        self.detail
+            .validate()
+            .map_err(|e| ("grid.detail".into(), e))?;
         for t in Target::ALL {
             let p = self.push.get(t);
             let key = |k: &str| format!("grid.push.{}.{k}", t.as_str());
@@ -151,7 +180,10 @@ impl GridConfig {
                 return Err((key("idempotency_header"), "is not a header name".into()));
             }
             if p.bearer_token.chars().any(|c| c.is_control()) {
-                return Err((key("bearer_token"), "must not contain control characters".into()));
+                return Err((
+                    key("bearer_token"),
+                    "must not contain control characters".into(),
+                ));
             }
         }
         Ok(())

@@ -29,7 +29,10 @@ pub enum Op {
 /// Runs `op` against the database at `db`; the answer is the same JSON the admin API gives.
 pub fn run(db: &Path, op: Op) -> anyhow::Result<Value> {
     if !db.exists() {
-        anyhow::bail!("{}: no state database (has the daemon ever run with this state.dir?)", db.display());
+        anyhow::bail!(
+            "{}: no state database (has the daemon ever run with this state.dir?)",
+            db.display()
+        );
     }
     let now = Now::system().unix_ms;
     match op {

@@ -57,10 +57,20 @@ impl OutboxConfig {
                 Err((key, format!("must be between {lo} and {hi}")))
             }
         };
-        range("outbox.max_records", self.max_records as u64, 1, 100_000_000)?;
+        range(
+            "outbox.max_records",
+            self.max_records as u64,
+            1,
+            100_000_000,
+        )?;
         range("outbox.max_bytes", self.max_bytes as u64, 1 << 20, 64 << 30)?;
         range("outbox.concurrency", self.concurrency as u64, 1, 4096)?;
-        range("outbox.max_attempts", self.max_attempts as u64, 0, 1_000_000)?;
+        range(
+            "outbox.max_attempts",
+            self.max_attempts as u64,
+            0,
+            1_000_000,
+        )?;
         range("outbox.max_age_secs", self.max_age_secs, 1, 366 * 86_400)?;
         range("outbox.backoff_base_ms", self.backoff_base_ms, 1, 3_600_000)?;
         range(
@@ -70,7 +80,12 @@ impl OutboxConfig {
             86_400_000,
         )?;
         range("outbox.down_after", self.down_after as u64, 1, 1_000_000)?;
-        range("outbox.commit_max_batch", self.commit_max_batch as u64, 1, 100_000)?;
+        range(
+            "outbox.commit_max_batch",
+            self.commit_max_batch as u64,
+            1,
+            100_000,
+        )?;
         range("outbox.queue", self.queue as u64, 1, 10_000_000)?;
         Ok(())
     }

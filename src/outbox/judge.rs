@@ -89,9 +89,17 @@ mod tests {
 
     #[test]
     fn success_envelopes_in_both_types() {
-        assert!(delivered(&judge(200, None, br#"{"code":"200","msg":"ok"}"#)));
+        assert!(delivered(&judge(
+            200,
+            None,
+            br#"{"code":"200","msg":"ok"}"#
+        )));
         assert!(delivered(&judge(200, None, br#"{"code":200,"msg":"ok"}"#)));
-        assert!(delivered(&judge(201, None, br#"{"msg":"x","code":" 200 "}"#)));
+        assert!(delivered(&judge(
+            201,
+            None,
+            br#"{"msg":"x","code":" 200 "}"#
+        )));
     }
 
     #[test]
@@ -149,7 +157,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for body in [&b""[..], b"ok", b"[]", br#"{"msg":"ok"}"#, br#"{"code":"abc"}"#, br#"{"code":true}"#, br#"{"code":-1}"#, br#"{"code":70000}"#] {
+        for body in [
+            &b""[..],
+            b"ok",
+            b"[]",
+            br#"{"msg":"ok"}"#,
+            br#"{"code":"abc"}"#,
+            br#"{"code":true}"#,
+            br#"{"code":-1}"#,
+            br#"{"code":70000}"#,
+        ] {
             assert!(
                 matches!(judge(200, None, body), AttemptResult::Transient { .. }),
                 "{:?}",

@@ -22,7 +22,13 @@ pub struct OutboxMetrics {
     pub commit_batch: HistogramVec,
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("valid metric definition");
     r.register(Box::new(h.clone())).expect("unique metric name");

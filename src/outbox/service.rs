@@ -84,7 +84,9 @@ impl Endpoint {
         }
         let token = match &p.bearer_token_file {
             Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("{key}.bearer_token_file: cannot read {}", path.display()))?
+                .with_context(|| {
+                    format!("{key}.bearer_token_file: cannot read {}", path.display())
+                })?
                 .lines()
                 .next()
                 .unwrap_or("")
@@ -250,7 +252,10 @@ impl Outbox {
     pub fn enqueue_nowait(&self, records: Vec<NewRecord>) -> Result<(), EnqueueError> {
         self.check(&records)?;
         let targets: Vec<Target> = records.iter().map(|r| r.target).collect();
-        match self.writer()?.try_send(Command::Enqueue { records, ack: None }) {
+        match self
+            .writer()?
+            .try_send(Command::Enqueue { records, ack: None })
+        {
             Ok(()) => Ok(()),
             Err(writer::SendError::Full) => {
                 for t in targets {
@@ -301,7 +306,12 @@ impl Outbox {
     /// every producer has stopped).
     pub fn close(&self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(j) = self.writer_join.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(j) = self
+            .writer_join
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = j.join();
         }
     }
@@ -362,7 +372,9 @@ impl Outbox {
                             tracing::warn!(held, "outbox holds records of push targets that are not enabled; they stay until the target is enabled again");
                         }
                     }
-                    Ok(Err(e)) => tracing::error!(error = %e, "outbox: reading pending records failed"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "outbox: reading pending records failed")
+                    }
                     Err(e) => tracing::error!(error = %e, "outbox: reader task failed"),
                 }
             }
@@ -443,13 +455,21 @@ impl Outbox {
                             .with_label_values(&[t])
                             .observe(now.saturating_sub(*enqueued_ms) as f64 / 1000.0);
                     }
-                    Decision::Retry { reason, attempts, .. } => {
-                        self.metrics.deliveries.with_label_values(&[t, "retry"]).inc();
+                    Decision::Retry {
+                        reason, attempts, ..
+                    } => {
+                        self.metrics
+                            .deliveries
+                            .with_label_values(&[t, "retry"])
+                            .inc();
                         self.metrics.retries.with_label_values(&[t]).inc();
                         tracing::debug!(target = t, id = d.id.0, attempts, reason = %reason, probe = d.probe, "push failed; will retry");
                     }
                     Decision::Dead { record, reason } => {
-                        self.metrics.deliveries.with_label_values(&[t, "dead"]).inc();
+                        self.metrics
+                            .deliveries
+                            .with_label_values(&[t, "dead"])
+                            .inc();
                         let why = if rejected {
                             "rejected"
                         } else if reason.starts_with("expired") {
@@ -457,7 +477,10 @@ impl Outbox {
                         } else {
                             "exhausted"
                         };
-                        self.metrics.dead_lettered.with_label_values(&[t, why]).inc();
+                        self.metrics
+                            .dead_lettered
+                            .with_label_values(&[t, why])
+                            .inc();
                         self.metrics.dead_letters.with_label_values(&[t]).inc();
                         tracing::warn!(target = t, id = record.id.0, key = %record.idempotency_key, reason = %reason, "record dead-lettered");
                     }
@@ -484,8 +507,14 @@ impl Outbox {
         for t in Target::ALL {
             let st = s.stats(t);
             let l = [t.as_str()];
-            self.metrics.depth.with_label_values(&l).set(st.depth as i64);
-            self.metrics.bytes.with_label_values(&l).set(st.bytes as i64);
+            self.metrics
+                .depth
+                .with_label_values(&l)
+                .set(st.depth as i64);
+            self.metrics
+                .bytes
+                .with_label_values(&l)
+                .set(st.bytes as i64);
             self.metrics.oldest_age_seconds.with_label_values(&l).set(
                 st.oldest_enqueued_ms
                     .map(|e| now.saturating_sub(e) / 1000)
@@ -551,7 +580,11 @@ pub fn dead_letters(
     Ok(store::dead_list(conn, target, after, limit)?)
 }
 
-async fn deliver(client: HttpClient, ep: Endpoint, d: Dispatch) -> (Dispatch, AttemptResult, Duration) {
+async fn deliver(
+    client: HttpClient,
+    ep: Endpoint,
+    d: Dispatch,
+) -> (Dispatch, AttemptResult, Duration) {
     let started = Instant::now();
     let result = tokio::time::timeout(ep.timeout, attempt(&client, &ep, &d)).await;
     let took = started.elapsed();
@@ -604,7 +637,10 @@ async fn attempt(client: &HttpClient, ep: &Endpoint, d: &Dispatch) -> AttemptRes
         .get(hyper::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = match Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect().await {
+    let body = match Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) if (200..300).contains(&status) => {
             return AttemptResult::Transient {

@@ -93,7 +93,11 @@ pub fn apply(conn: &Connection, decisions: &[Decision], now_ms: u64) -> Result<(
                 conn.prepare_cached(
                     "UPDATE outbox SET attempts = ?2, last_error = ?3 WHERE id = ?1",
                 )?
-                .execute(params![id.0, *attempts as i64, truncate(reason, 500)])?;
+                .execute(params![
+                    id.0,
+                    *attempts as i64,
+                    truncate(reason, 500)
+                ])?;
             }
             Decision::Dead { record, reason } => {
                 conn.prepare_cached(
@@ -147,16 +151,15 @@ pub struct DeadLetter {
 }
 
 fn dead_from_row(r: &rusqlite::Row<'_>, with_payload: bool) -> rusqlite::Result<DeadLetter> {
-    let payload = if with_payload {
-        let bytes: Vec<u8> = r.get(8)?;
-        Some(
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+    let payload =
+        if with_payload {
+            let bytes: Vec<u8> = r.get(8)?;
+            Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(&bytes).into())
-            }),
-        )
-    } else {
-        None
-    };
+            }))
+        } else {
+            None
+        };
     Ok(DeadLetter {
         id: r.get(0)?,
         target: r.get(1)?,
@@ -208,16 +211,14 @@ pub fn dead_counts(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> 
 
 /// Pending records and the commit time of the oldest.
 pub fn pending_summary(conn: &Connection) -> Result<(u64, Option<u64>), StoreError> {
-    Ok(conn.query_row(
-        "SELECT COUNT(*), MIN(enqueued_ms) FROM outbox",
-        [],
-        |r| {
+    Ok(
+        conn.query_row("SELECT COUNT(*), MIN(enqueued_ms) FROM outbox", [], |r| {
             Ok((
                 r.get::<_, i64>(0)?.max(0) as u64,
                 r.get::<_, Option<i64>>(1)?.map(|v| v.max(0) as u64),
             ))
-        },
-    )?)
+        })?,
+    )
 }
 
 /// Which dead letters to replay.
@@ -254,4 +255,150 @@ pub fn replay(
     )?;
     tx.commit()?;
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Durability, Store};
+
+    fn open() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Durability::Full).unwrap();
+        (dir, store.into_connection())
+    }
+
+    fn new(target: Target, key: &str, idem: &str) -> NewRecord {
+        NewRecord {
+            target,
+            key: key.into(),
+            idempotency_key: idem.into(),
+            payload: bytes::Bytes::from(format!("{{\"id\":\"{idem}\"}}")),
+        }
+    }
+
+    #[test]
+    fn ids_grow_and_load_after_pages_in_order() {
+        let (_d, conn) = open();
+        let ids: Vec<RecordId> = (0..10)
+            .map(|i| insert(&conn, &new(Target::Cdr, "k", &format!("s{i}")), 100 + i).unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let first = load_after(&conn, RecordId(0), 4).unwrap();
+        assert_eq!(first.len(), 4);
+        let rest = load_after(&conn, first[3].id, 100).unwrap();
+        assert_eq!(rest.len(), 6);
+        assert_eq!(rest[0].idempotency_key, "s4");
+        assert_eq!(rest[0].enqueued_ms, 104);
+        assert_eq!(max_id(&conn).unwrap(), ids[9]);
+    }
+
+    #[test]
+    fn outcomes_delete_update_and_dead_letter() {
+        let (_d, mut conn) = open();
+        let a = insert(&conn, &new(Target::Cdr, "k", "a"), 1).unwrap();
+        let b = insert(&conn, &new(Target::Cdr, "k", "b"), 1).unwrap();
+        let c = insert(&conn, &new(Target::AgentEvent, "agent", "c"), 1).unwrap();
+        let rows = load_after(&conn, RecordId(0), 10).unwrap();
+        apply(
+            &conn,
+            &[
+                Decision::Delivered {
+                    id: a,
+                    target: Target::Cdr,
+                    enqueued_ms: 1,
+                },
+                Decision::Retry {
+                    id: b,
+                    target: Target::Cdr,
+                    attempts: 3,
+                    due_ms: 9,
+                    reason: "http 503".into(),
+                },
+                Decision::Dead {
+                    record: rows[2].clone(),
+                    reason: "http 400: bad".into(),
+                },
+            ],
+            50,
+        )
+        .unwrap();
+        let left = load_after(&conn, RecordId(0), 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].id, left[0].attempts), (b, 3));
+        let dead = dead_list(&conn, None, 0, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].id, c.0);
+        assert_eq!(dead[0].reason, "http 400: bad");
+        assert_eq!(dead[0].dead_ms, 50);
+        assert!(dead[0].payload.is_none());
+        let full = dead_get(&conn, c.0).unwrap().unwrap();
+        assert_eq!(full.payload, Some(serde_json::json!({"id": "c"})));
+        assert!(dead_list(&conn, Some(Target::Cdr), 0, 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            dead_counts(&conn).unwrap(),
+            vec![("agent_event".to_string(), 1)]
+        );
+        // Replay: a fresh id above everything, same key and payload, attempts reset.
+        assert_eq!(replay(&mut conn, ReplaySelection::One(c.0), 70).unwrap(), 1);
+        assert_eq!(replay(&mut conn, ReplaySelection::One(c.0), 70).unwrap(), 0);
+        let back = load_after(&conn, b, 10).unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].id > c);
+        assert_eq!(back[0].idempotency_key, "c");
+        assert_eq!(back[0].attempts, 0);
+        assert_eq!(back[0].enqueued_ms, 70);
+        assert!(dead_list(&conn, None, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn replay_all_of_one_target_leaves_the_others() {
+        let (_d, mut conn) = open();
+        for (t, k) in [
+            (Target::Cdr, "1"),
+            (Target::Cdr, "2"),
+            (Target::Detail, "3"),
+        ] {
+            insert(&conn, &new(t, k, k), 1).unwrap();
+        }
+        let rows = load_after(&conn, RecordId(0), 10).unwrap();
+        let dead: Vec<Decision> = rows
+            .into_iter()
+            .map(|r| Decision::Dead {
+                record: r,
+                reason: "x".into(),
+            })
+            .collect();
+        apply(&conn, &dead, 2).unwrap();
+        assert_eq!(
+            replay(&mut conn, ReplaySelection::All(Some(Target::Cdr)), 3).unwrap(),
+            2
+        );
+        assert_eq!(dead_list(&conn, None, 0, 10).unwrap().len(), 1);
+        assert_eq!(replay(&mut conn, ReplaySelection::All(None), 3).unwrap(), 1);
+        assert_eq!(pending_summary(&conn).unwrap(), (3, Some(3)));
+    }
+
+    #[test]
+    fn rows_of_unknown_targets_are_skipped_not_lost() {
+        let (_d, conn) = open();
+        conn.execute(
+            "INSERT INTO outbox (target, lane, idem_key, payload, enqueued_ms) VALUES ('future', 'k', 'i', x'00', 1)",
+            [],
+        )
+        .unwrap();
+        insert(&conn, &new(Target::Cdr, "k", "a"), 1).unwrap();
+        let rows = load_after(&conn, RecordId(0), 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(pending_summary(&conn).unwrap().0, 2);
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let s = "错".repeat(600);
+        let t = truncate(&s, 1000);
+        assert!(t.len() <= 1000 && s.starts_with(t));
+    }
 }

@@ -258,9 +258,12 @@ mod tests {
 
         let key = CallKey::of(&a);
         let records = build_call(std::slice::from_ref(&a), &NoDir, &CdrMapping::default());
-        assert!(s.close_call(&key, Outcome::Both, &records, &[], 10).unwrap());
+        assert!(s
+            .close_call(&key, Outcome::Both, &records, &[], 10)
+            .unwrap());
         assert!(
-            !s.close_call(&key, Outcome::Both, &records, &[], 11).unwrap(),
+            !s.close_call(&key, Outcome::Both, &records, &[], 11)
+                .unwrap(),
             "a call is closed once"
         );
         assert_eq!(s.call_records(&key).unwrap(), records);

@@ -86,7 +86,9 @@ fn a_retry_waits_its_backoff_and_keeps_the_lane_blocked() {
     s.push(rec(1, Target::Cdr, "a"), 0);
     s.push(rec(2, Target::Cdr, "a"), 0);
     assert_eq!(drain(&mut s, 0)[0].id, RecordId(1));
-    let Some(Decision::Retry { due_ms, attempts, .. }) = s.on_result(RecordId(1), transient(), 10)
+    let Some(Decision::Retry {
+        due_ms, attempts, ..
+    }) = s.on_result(RecordId(1), transient(), 10)
     else {
         panic!("expected a retry")
     };
@@ -94,7 +96,10 @@ fn a_retry_waits_its_backoff_and_keeps_the_lane_blocked() {
     // Full jitter with base 100 and one attempt: within [now, now + 200].
     assert!((10..=210).contains(&due_ms), "{due_ms}");
     if due_ms > 10 {
-        assert!(drain(&mut s, due_ms - 1).is_empty(), "nothing before the due time");
+        assert!(
+            drain(&mut s, due_ms - 1).is_empty(),
+            "nothing before the due time"
+        );
     }
     let d = drain(&mut s, due_ms);
     assert_eq!(d.len(), 1);
@@ -218,7 +223,10 @@ fn an_outage_is_probed_not_hammered_and_burns_no_attempts() {
     // Probes back off exponentially to backoff_max (10 s): an hour costs at most a few
     // hundred requests, not 50 records times their own schedules.
     assert!(probes <= 3_600_000 / 2_000, "{probes} probes");
-    assert!(probes > 10, "{probes} probes: the target must keep being probed");
+    assert!(
+        probes > 10,
+        "{probes} probes: the target must keep being probed"
+    );
     // Nothing was dead-lettered and no record burned more than its first attempt.
     assert_eq!(s.depth(), 50);
     // Recovery: the next probe succeeds and everything goes at once.
@@ -228,7 +236,10 @@ fn an_outage_is_probed_not_hammered_and_burns_no_attempts() {
     assert!(!s.stats(Target::Cdr).down);
     let rest = drain(&mut s, wake);
     assert_eq!(rest.len(), 49, "the backlog drains at once");
-    assert!(rest.iter().all(|d| d.attempt <= 2), "no record burned attempts in the outage");
+    assert!(
+        rest.iter().all(|d| d.attempt <= 2),
+        "no record burned attempts in the outage"
+    );
 }
 
 #[test]
@@ -278,7 +289,9 @@ fn bounded_in_flight_and_duplicate_pushes_ignored() {
     assert_eq!(s.depth(), 20);
     assert_eq!(drain(&mut s, 0).len(), 8);
     assert_eq!(s.in_flight(), 8);
-    assert!(s.on_result(RecordId(999), AttemptResult::Delivered, 0).is_none());
+    assert!(s
+        .on_result(RecordId(999), AttemptResult::Delivered, 0)
+        .is_none());
 }
 
 #[test]
@@ -292,7 +305,10 @@ fn stats_track_depth_bytes_and_the_oldest() {
     s.push(a, 0);
     s.push(b, 0);
     let st = s.stats(Target::Cdr);
-    assert_eq!((st.depth, st.bytes, st.oldest_enqueued_ms), (2, size, Some(500)));
+    assert_eq!(
+        (st.depth, st.bytes, st.oldest_enqueued_ms),
+        (2, size, Some(500))
+    );
     drain(&mut s, 0);
     s.on_result(RecordId(1), AttemptResult::Delivered, 0);
     assert_eq!(s.stats(Target::Cdr).oldest_enqueued_ms, Some(900));
@@ -343,7 +359,7 @@ proptest! {
         let mut done: HashMap<(Target, String), Vec<i64>> = HashMap::new();
         let mut finished: HashSet<i64> = HashSet::new();
         let mut inflight: Vec<Dispatch> = Vec::new();
-        let mut record = |d: &Decision, inflight_target: Target, key: String,
+        let record = |d: &Decision, inflight_target: Target, key: String,
                           done: &mut HashMap<(Target, String), Vec<i64>>,
                           finished: &mut HashSet<i64>| {
             let id = match d {
