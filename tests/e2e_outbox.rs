@@ -521,11 +521,10 @@ fn deliveries(d: &Daemon, result: &str) -> f64 {
 // ------------------------------------------------------------------------------------------
 
 /// One request on an open connection; returns (status, headers, body).
-fn roundtrip(
-    s: &mut TcpStream,
-    key: &str,
-    body: &str,
-) -> io::Result<(u16, Vec<(String, String)>, String)> {
+/// (status, headers with lower-case names, body).
+type Reply = (u16, Vec<(String, String)>, String);
+
+fn roundtrip(s: &mut TcpStream, key: &str, body: &str) -> io::Result<Reply> {
     write!(
         s,
         "POST /t HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\n\
@@ -1664,7 +1663,8 @@ fn bad_admin_requests_get_4xx_and_change_nothing() {
     let dead = "/admin/outbox/dead";
     let one = format!("/admin/outbox/dead/{id}");
     let replay_one = format!("/admin/outbox/dead/{id}/replay");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Auth)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Auth);
+    let cases: Vec<Case> = vec![
         ("GET", dead.into(), vec![("target", "cdr")], Auth::Unsigned),
         ("GET", dead.into(), vec![("target", "cdr")], Auth::WrongSign),
         ("GET", dead.into(), vec![("target", "cdr")], Auth::Stale),
