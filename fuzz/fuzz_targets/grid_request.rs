@@ -58,7 +58,9 @@ fuzz_target!(|data: &[u8]| {
                 "delivered with code {code}"
             );
         }
-        AttemptResult::Transient { reason, .. } | AttemptResult::Rejected { reason } => {
+        AttemptResult::Transient { reason, .. }
+        | AttemptResult::Rejected { reason }
+        | AttemptResult::Unreachable { reason } => {
             assert!(reason.len() < 2048);
         }
     }
