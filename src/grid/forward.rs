@@ -355,8 +355,13 @@ impl RecordForwarder for GridForwarder {
     }
 
     fn has_room(&self) -> bool {
-        // A call yields a handful of records of ~1.5 KB.
-        self.outbox.has_room(16 * 1024).is_ok()
+        // Only the call-record pushes push back on the CDR receiver, and only when on: a
+        // backlog of agent events must not stop FreeSWITCH's documents from being stored. A
+        // call yields a handful of records of ~1.5 KB.
+        [Target::Cdr, Target::Detail]
+            .into_iter()
+            .filter(|t| self.outbox.enabled(*t))
+            .all(|t| self.outbox.has_room(t, 16 * 1024).is_ok())
     }
 }
 

@@ -14,17 +14,18 @@
 //!   receiver sent `Retry-After`. A rejection (any other 4xx, a refusing envelope) dead-letters
 //!   the head at once; so does the `max_attempts`-th counted failure or a record older than
 //!   `max_age`.
-//! * **Attempts.** Every attempt that reached the receiver counts against `max_attempts`
-//!   (an answer, or a timeout after the connection was made); a connection that could not be
-//!   made at all ([`AttemptResult::Unreachable`]) does not: an unreachable receiver is an
-//!   outage, not the record's fault, and must not dead-letter the backlog.
-//! * **Target health.** Transient failures on `down_after` different lanes with no success in
-//!   between mark the target down (one record failing again and again is that record's
-//!   problem, not the target's: it backs off alone and others keep flowing). While the target
-//!   is down nothing is sent but one probe at a time, the head of the lane that has waited
-//!   longest (first in, first probed, so every waiting lane gets its turn), on a full-jitter
-//!   schedule of its own: an outage costs the receiver a trickle of requests, not one per
-//!   waiting record. The first answer that proves the receiver alive (a delivery, or a
+//! * **Attempts.** A failure counts against the record's `max_attempts` when the target was
+//!   up: the record failed while the receiver was working. Failures while the target is down
+//!   (probes) do not: an outage, whether the receiver is unreachable or answers 5xx to
+//!   everything, is not the record's fault and must not dead-letter the backlog.
+//! * **Target health.** A connection that cannot be made ([`AttemptResult::Unreachable`])
+//!   marks the target down at once; transient answers (5xx, 429, timeouts) do so when they
+//!   come from `down_after` different lanes with no success in between. One record failing
+//!   again and again is that record's problem: it backs off alone, uses up its attempts and
+//!   others keep flowing. While the target is down nothing is sent but one probe at a time,
+//!   the head of the lane that has waited longest (first in, first probed, so every waiting
+//!   lane gets its turn), on a full-jitter schedule of its own: an outage costs the receiver a
+//!   trickle of requests, not one per waiting record. The first answer that proves the receiver alive (a delivery, or a
 //!   rejection) brings the target up and releases every waiting lane at once, so the backlog
 //!   drains at full speed, except lanes still inside a `Retry-After` they were given.
 
@@ -127,6 +128,9 @@ struct Lane {
     /// The receiver's `Retry-After` for the head: not before this, even when the target
     /// comes back.
     not_before_ms: u64,
+    /// Failures of the head, counted or not: the backoff exponent (attempts alone stay
+    /// flat while failures do not count).
+    failures: u32,
 }
 
 #[derive(Default)]
@@ -163,7 +167,8 @@ pub struct Scheduler {
     lane_of_record: HashMap<RecordId, LaneId>,
     /// Lanes by due time; entries go stale when a lane is rescheduled and are skipped.
     heap: BinaryHeap<Reverse<(u64, LaneId)>>,
-    in_flight: HashMap<RecordId, LaneId>,
+    /// Records in flight: their lane, and whether they are their target's probe.
+    in_flight: HashMap<RecordId, (LaneId, bool)>,
     targets: [TargetState; Target::ALL.len()],
     next_lane: LaneId,
     rng: u64,
@@ -215,6 +220,7 @@ impl Scheduler {
                         in_flight: false,
                         due_ms: now_ms,
                         not_before_ms: 0,
+                        failures: 0,
                     },
                 );
                 self.heap.push(Reverse((now_ms, id)));
@@ -275,7 +281,7 @@ impl Scheduler {
         let lane = self.lanes.get_mut(&lane_id)?;
         let head = lane.queue.front()?;
         lane.in_flight = true;
-        self.in_flight.insert(head.id, lane_id);
+        self.in_flight.insert(head.id, (lane_id, probe));
         Some(Dispatch {
             id: head.id,
             target: head.target,
@@ -310,12 +316,11 @@ impl Scheduler {
         result: AttemptResult,
         now_ms: u64,
     ) -> Option<Decision> {
-        let lane_id = self.in_flight.remove(&id)?;
+        let (lane_id, probe) = self.in_flight.remove(&id)?;
         let lane = self.lanes.get_mut(&lane_id)?;
         lane.in_flight = false;
         let target = lane.target;
         let was_down = self.targets[target.index()].down;
-        let probe = was_down && self.targets[target.index()].probe_in_flight;
         if probe {
             self.targets[target.index()].probe_in_flight = false;
         }
@@ -339,23 +344,26 @@ impl Scheduler {
                 }
             }
             AttemptResult::Transient { .. } | AttemptResult::Unreachable { .. } => {
-                let (counted, reason, retry_after_ms) = match result {
+                let (unreachable, reason, retry_after_ms) = match result {
                     AttemptResult::Transient {
                         reason,
                         retry_after_ms,
-                    } => (true, reason, retry_after_ms),
-                    AttemptResult::Unreachable { reason } => (false, reason, None),
+                    } => (false, reason, retry_after_ms),
+                    AttemptResult::Unreachable { reason } => (true, reason, None),
                     _ => unreachable!("matched above"),
                 };
-                let (attempts, enqueued_ms) = {
+                let counted = !was_down && !unreachable;
+                let (attempts, failures, enqueued_ms) = {
                     let lane = self.lanes.get_mut(&lane_id)?;
+                    lane.failures = lane.failures.saturating_add(1);
+                    let failures = lane.failures;
                     let head = lane.queue.front_mut()?;
                     if counted {
                         head.attempts += 1;
                     }
-                    (head.attempts, head.enqueued_ms)
+                    (head.attempts, failures, head.enqueued_ms)
                 };
-                self.target_failed(target, lane_id, retry_after_ms, now_ms);
+                self.target_failed(target, lane_id, unreachable, retry_after_ms, now_ms);
                 let exhausted = self.cfg.max_attempts > 0 && attempts >= self.cfg.max_attempts;
                 let expired = now_ms.saturating_sub(enqueued_ms) > self.cfg.max_age_ms;
                 if exhausted || expired {
@@ -370,9 +378,8 @@ impl Scheduler {
                         reason: why,
                     }
                 } else {
-                    // Unreachable failures burn no attempt but still back off by how many
-                    // times the lane has been tried.
-                    let n = attempts.max(1);
+                    // Uncounted failures burn no attempt but still back off.
+                    let n = attempts.max(failures);
                     let delay = self.jitter(n).max(retry_after_ms.unwrap_or(0));
                     let due_ms = now_ms + delay;
                     if let Some(lane) = self.lanes.get_mut(&lane_id) {
@@ -399,6 +406,7 @@ impl Scheduler {
         } else if let Some(lane) = self.lanes.get_mut(&lane_id) {
             lane.due_ms = now_ms;
             lane.not_before_ms = 0;
+            lane.failures = 0;
             self.heap.push(Reverse((now_ms, lane_id)));
         }
         Some(decision)
@@ -439,6 +447,7 @@ impl Scheduler {
         &mut self,
         target: Target,
         lane_id: LaneId,
+        unreachable: bool,
         retry_after_ms: Option<u64>,
         now_ms: u64,
     ) {
@@ -446,16 +455,19 @@ impl Scheduler {
         let failures = {
             let t = &mut self.targets[target.index()];
             t.failures = t.failures.saturating_add(1);
-            // Bounded: only lanes that exist can be in it, and it empties on every success.
-            t.failing.insert(lane_id);
-            if t.failing.len() < down_after && !t.down {
+            // Emptied by every answer that proves the target alive; while it is down only
+            // probes fail, so it grows by at most one lane per probe.
+            if t.failing.len() < down_after {
+                t.failing.insert(lane_id);
+            }
+            if t.failing.len() < down_after && !t.down && !unreachable {
                 return;
             }
             t.failures
         };
         let down_after = down_after as u32;
         let delay = self
-            .jitter(failures.saturating_sub(down_after) + 1)
+            .jitter(failures.saturating_sub(down_after).max(1))
             .max(retry_after_ms.unwrap_or(0));
         let t = &mut self.targets[target.index()];
         if !t.down {

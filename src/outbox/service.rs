@@ -183,13 +183,16 @@ impl Outbox {
         self.endpoints.contains_key(&t)
     }
 
-    /// Whether `bytes` more of payload fit under the bounds. Producers that can push back
-    /// (the CDR receiver) ask before accepting work.
-    pub fn has_room(&self, bytes: usize) -> Result<(), EnqueueError> {
-        let s = self.lock_sched();
-        let (depth, held) = (s.depth(), s.bytes());
-        if depth >= self.cfg.max_records || held + bytes > self.cfg.max_bytes {
-            return Err(EnqueueError::Full { depth, bytes: held });
+    /// Whether `bytes` more of `target`'s payload fit under its bounds (each target has its
+    /// own, so a backlog of one push never refuses another's records). Producers that can
+    /// push back (the CDR receiver) ask before accepting work.
+    pub fn has_room(&self, target: Target, bytes: usize) -> Result<(), EnqueueError> {
+        let st = self.lock_sched().stats(target);
+        if st.depth >= self.cfg.max_records || st.bytes + bytes > self.cfg.max_bytes {
+            return Err(EnqueueError::Full {
+                depth: st.depth,
+                bytes: st.bytes,
+            });
         }
         Ok(())
     }
@@ -210,8 +213,19 @@ impl Outbox {
         if let Some(r) = records.iter().find(|r| !self.enabled(r.target)) {
             return Err(EnqueueError::Disabled(r.target));
         }
-        let bytes = records.iter().map(|r| r.payload.len()).sum();
-        if let Err(e) = self.has_room(bytes) {
+        let room = Target::ALL.into_iter().try_for_each(|t| {
+            let bytes: usize = records
+                .iter()
+                .filter(|r| r.target == t)
+                .map(|r| r.payload.len())
+                .sum();
+            if bytes == 0 {
+                Ok(())
+            } else {
+                self.has_room(t, bytes)
+            }
+        });
+        if let Err(e) = room {
             for r in records {
                 self.metrics
                     .refused
@@ -351,7 +365,11 @@ impl Outbox {
         let mut cursor = RecordId(0);
         let mut held_warned = false;
         let mut dirty = true;
-        let mut inflight: JoinSet<(Dispatch, AttemptResult, Duration)> = JoinSet::new();
+        let mut inflight: JoinSet<Outcome> = JoinSet::new();
+        let mut tasks_of: HashMap<tokio::task::Id, (RecordId, Target)> = HashMap::new();
+        // Decisions not yet handed to the writer: never dropped (a lost delete is only a
+        // redelivery, but a lost dead letter would resurrect the record).
+        let mut unsent: Vec<Decision> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
@@ -391,16 +409,30 @@ impl Outbox {
                     Err(e) => tracing::error!(error = %e, "outbox: reader task failed"),
                 }
             }
+            // Outcomes the writer could not take yet go first; until they are queued nothing
+            // new is sent (the writer is stalled: sending more would only pile up outcomes).
+            if !unsent.is_empty() {
+                match self.writer() {
+                    Ok(w) => {
+                        if let Err(back) = w.try_apply(std::mem::take(&mut unsent)) {
+                            unsent = back;
+                        }
+                    }
+                    Err(_) => unsent.clear(),
+                }
+            }
             // Send whatever may go now.
             let now = Now::system().unix_ms;
-            loop {
+            while unsent.is_empty() {
                 let Some(d) = self.lock_sched().poll_dispatch(now) else {
                     break;
                 };
                 let Some(ep) = self.endpoints.get(&d.target).cloned() else {
                     continue; // cannot happen: only enabled targets are pushed
                 };
-                inflight.spawn(deliver(client.clone(), ep, d));
+                let (id, target) = (d.id, d.target);
+                let task = inflight.spawn(deliver(client.clone(), ep, d));
+                tasks_of.insert(task.id(), (id, target));
             }
             let wake = self.lock_sched().next_wakeup();
             let sleep = async {
@@ -414,35 +446,65 @@ impl Outbox {
                     None => std::future::pending().await,
                 }
             };
+            // New rows and the tick come before completions: a steady stream of answers
+            // must not keep new records from being read.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                    let mut outcomes = Vec::new();
-                    if let Ok(d) = done {
-                        outcomes.push(d);
-                    }
-                    while let Some(more) = inflight.try_join_next() {
-                        if let Ok(d) = more {
-                            outcomes.push(d);
-                        }
-                    }
-                    self.settle(outcomes);
-                }
                 _ = self.notify.notified() => dirty = true,
-                _ = sleep => {}
                 _ = tick.tick() => {
                     dirty = true;
                     ticks += 1;
                     self.update_gauges(if ticks % 5 == 1 { Some(&reader) } else { None });
                 }
+                Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => {
+                    let mut outcomes = Vec::new();
+                    let mut take = |r: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>| {
+                        match r {
+                            Ok((task, o)) => {
+                                tasks_of.remove(&task);
+                                outcomes.push(o);
+                            }
+                            // A delivery task that panicked must not leave its lane in
+                            // flight for ever: its record is retried.
+                            Err(e) => {
+                                if let Some((id, target)) = tasks_of.remove(&e.id()) {
+                                    tracing::error!(id = id.0, error = %e, "delivery task failed");
+                                    outcomes.push((
+                                        Dispatch {
+                                            id,
+                                            target,
+                                            idempotency_key: String::new(),
+                                            payload: Bytes::new(),
+                                            attempt: 0,
+                                            enqueued_ms: 0,
+                                            probe: false,
+                                        },
+                                        AttemptResult::Transient {
+                                            reason: format!("internal error: {e}"),
+                                            retry_after_ms: None,
+                                        },
+                                        Duration::ZERO,
+                                    ));
+                                }
+                            }
+                        }
+                    };
+                    take(done);
+                    while let Some(more) = inflight.try_join_next_with_id() {
+                        take(more);
+                    }
+                    let decisions = self.settle(outcomes);
+                    unsent.extend(decisions);
+                }
+                _ = sleep => {}
             }
         }
         inflight.abort_all();
     }
 
-    /// Feeds answers to the scheduler and hands its decisions to the writer.
-    fn settle(&self, outcomes: Vec<(Dispatch, AttemptResult, Duration)>) {
+    /// Feeds answers to the scheduler; returns its decisions for the writer.
+    fn settle(&self, outcomes: Vec<Outcome>) -> Vec<Decision> {
         let now = Now::system().unix_ms;
         let mut decisions = Vec::with_capacity(outcomes.len());
         {
@@ -501,17 +563,7 @@ impl Outbox {
                 decisions.push(decision);
             }
         }
-        if decisions.is_empty() {
-            return;
-        }
-        let Ok(w) = self.writer() else {
-            return;
-        };
-        if let Err(writer::SendError::Full) = w.try_send(Command::Apply(decisions.clone())) {
-            // Outcomes are never dropped (a lost delete is only a redelivery, but a lost dead
-            // letter would resurrect the record): wait for room off the runtime.
-            tokio::task::spawn_blocking(move || w.send_blocking(Command::Apply(decisions)));
-        }
+        decisions
     }
 
     fn update_gauges(&self, reader: Option<&Arc<Mutex<Connection>>>) {
@@ -593,11 +645,10 @@ pub fn dead_letters(
     Ok(store::dead_list(conn, target, after, limit)?)
 }
 
-async fn deliver(
-    client: HttpClient,
-    ep: Endpoint,
-    d: Dispatch,
-) -> (Dispatch, AttemptResult, Duration) {
+/// A finished attempt: what was sent, how it went, how long it took.
+type Outcome = (Dispatch, AttemptResult, Duration);
+
+async fn deliver(client: HttpClient, ep: Endpoint, d: Dispatch) -> Outcome {
     let started = Instant::now();
     let result = tokio::time::timeout(ep.timeout, attempt(&client, &ep, &d)).await;
     let took = started.elapsed();
@@ -638,7 +689,10 @@ async fn attempt(client: &HttpClient, ep: &Endpoint, d: &Dispatch) -> AttemptRes
                 reason.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            if e.is_connect() {
+            // A TLS or certificate failure also surfaces as a connect error, but it is a
+            // configuration problem that retrying will not fix quickly: count it.
+            let lower = reason.to_ascii_lowercase();
+            if e.is_connect() && !lower.contains("certificate") && !lower.contains("tls") {
                 return AttemptResult::Unreachable { reason };
             }
             return AttemptResult::Transient {

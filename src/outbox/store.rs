@@ -51,9 +51,16 @@ pub fn load_after(
     after: RecordId,
     limit: usize,
 ) -> Result<Vec<Pending>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, target, lane, idem_key, payload, enqueued_ms, attempts FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
+    // Unknown targets are filtered in SQL, not after LIMIT: a page full of them must not
+    // hide the rows behind it.
+    let known: Vec<String> = Target::ALL
+        .iter()
+        .map(|t| format!("'{}'", t.as_str()))
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, target, lane, idem_key, payload, enqueued_ms, attempts FROM outbox WHERE id > ?1 AND target IN ({}) ORDER BY id LIMIT ?2",
+        known.join(", ")
+    ))?;
     let rows = stmt.query_map(params![after.0, limit as i64], pending_from_row)?;
     let mut out = Vec::new();
     for row in rows {
@@ -379,6 +386,22 @@ mod tests {
         assert_eq!(dead_list(&conn, None, 0, 10).unwrap().len(), 1);
         assert_eq!(replay(&mut conn, ReplaySelection::All(None), 3).unwrap(), 1);
         assert_eq!(pending_summary(&conn).unwrap(), (3, Some(3)));
+    }
+
+    #[test]
+    fn a_page_of_unknown_targets_hides_nothing() {
+        let (_d, conn) = open();
+        for i in 0..50 {
+            conn.execute(
+                "INSERT INTO outbox (target, lane, idem_key, payload, enqueued_ms) VALUES ('future', 'k', ?1, x'00', 1)",
+                [i],
+            )
+            .unwrap();
+        }
+        let id = insert(&conn, &new(Target::Cdr, "k", "a"), 1).unwrap();
+        let rows = load_after(&conn, RecordId(0), 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, id);
     }
 
     #[test]

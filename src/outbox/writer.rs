@@ -56,6 +56,16 @@ impl WriterHandle {
         })
     }
 
+    /// Hands delivery outcomes over, or gives them back when the queue is full.
+    pub fn try_apply(&self, decisions: Vec<Decision>) -> Result<(), Vec<Decision>> {
+        match self.tx.try_send(Command::Apply(decisions)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Command::Apply(d))) => Err(d),
+            // A stopped writer commits nothing more: the rows stay and are delivered again.
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Waits for room (the delivery loop's outcomes must not be dropped; they are few).
     pub fn send_blocking(&self, cmd: Command) -> Result<(), SendError> {
         self.tx.send(cmd).map_err(|_| SendError::Closed)

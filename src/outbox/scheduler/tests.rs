@@ -570,3 +570,71 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_long_5xx_outage_dead_letters_nothing() {
+    // The receiver answers 503 to everything for 12 hours: once several lanes failed the
+    // target is down, probes do not count, and nothing is dead-lettered.
+    let mut c = cfg();
+    c.max_age_ms = u64::MAX / 4;
+    let mut s = Scheduler::new(c, 31);
+    for i in 1..=5 {
+        s.push(rec(i, Target::Cdr, &format!("k{i}")), 0);
+    }
+    let mut now = 0;
+    while now < 12 * 3_600_000 {
+        for d in drain(&mut s, now) {
+            let dec = s.on_result(d.id, transient(), now);
+            assert!(matches!(dec, Some(Decision::Retry { .. })), "{dec:?}");
+        }
+        now = s.next_wakeup().expect("waiting").max(now + 1);
+    }
+    assert_eq!(s.depth(), 5);
+    assert!(s.stats(Target::Cdr).down);
+}
+
+#[test]
+fn an_unreachable_lone_record_backs_off() {
+    // One record, receiver port closed: the target is down at the first refusal and probes
+    // back off to backoff_max instead of retrying every second forever.
+    let mut c = cfg();
+    c.max_age_ms = u64::MAX / 4;
+    let mut s = Scheduler::new(c, 5);
+    s.push(rec(1, Target::Cdr, "only"), 0);
+    let mut now = 0;
+    let mut sent = 0;
+    while now < 3_600_000 {
+        for d in drain(&mut s, now) {
+            sent += 1;
+            s.on_result(d.id, unreachable(), now);
+        }
+        now = s.next_wakeup().expect("waiting").max(now + 1);
+    }
+    assert!(s.stats(Target::Cdr).down);
+    // Backoff capped at 10 s with full jitter: on average one try per 5 s at most.
+    assert!(sent < 3_600 / 2, "{sent} tries in an hour");
+    assert_eq!(s.depth(), 1, "never dead-lettered by an outage");
+}
+
+#[test]
+fn only_the_probe_clears_the_probe_slot() {
+    // A request sent before the outage answers (times out) while the probe is out: still
+    // one probe at a time.
+    let mut c = cfg();
+    c.max_age_ms = u64::MAX / 4;
+    let mut s = Scheduler::new(c, 12);
+    for i in 1..=5 {
+        s.push(rec(i, Target::Cdr, &format!("k{i}")), 0);
+    }
+    let wave = drain(&mut s, 0);
+    // Three lanes fail: target down; two requests are still out.
+    for d in &wave[..3] {
+        s.on_result(d.id, transient(), 0);
+    }
+    assert!(s.stats(Target::Cdr).down);
+    let (now, probe) = next_dispatch(&mut s);
+    assert!(probe.probe);
+    // A late answer of an old request does not free the probe slot.
+    s.on_result(wave[3].id, transient(), now);
+    assert!(drain(&mut s, now + 1_000_000).is_empty());
+}
