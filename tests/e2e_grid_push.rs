@@ -944,6 +944,76 @@ fn directory_snapshot_is_durable_across_restarts() {
     );
 }
 
+/// Only pushed fields count, and a skill group's rename modifies every agent in it (its
+/// skgroupName is pushed); an access number's change is a 03, its removal a 02 carrying the
+/// old record (restart-applied, see the SIGHUP test).
+#[test]
+fn skill_group_rename_and_access_number_changes_are_pushed() {
+    let sink = GridSink::start();
+    let mut d = Daemon::start(&directory_config(&sink, &[A1, A2, A3]));
+    let (na, nn) = check_initial_pushes(&d, &sink);
+    let text = fs::read_to_string(&d.config_path)
+        .unwrap()
+        .replace("name = \"故障报修\"", "name = \"抢修服务\"")
+        .replace("remark = \"供电服务热线\"", "remark = \"95598热线\"");
+    let mut table: toml::Table = text.parse().unwrap();
+    let numbers = table["access_numbers"].as_array_mut().unwrap();
+    numbers.retain(|n| n["access_num"].as_str() != Some("96789"));
+    d.sigterm();
+    fs::write(&d.config_path, table.to_string()).unwrap();
+    d.restart();
+    let agents = wait_n(&d, &sink, "agent_change", na + 2, "skill group renamed");
+    let nums = wait_n(&d, &sink, "access_number", nn + 2, "access numbers changed");
+    assert_quiet(
+        &d,
+        &sink,
+        "agent_change",
+        na + 2,
+        QUIET,
+        "only A1 and A2 use SG1",
+    );
+    assert_quiet(
+        &d,
+        &sink,
+        "access_number",
+        nn + 2,
+        Duration::ZERO,
+        "two changes",
+    );
+    let mut ids = BTreeSet::new();
+    for r in &agents[na..] {
+        let v = r.body_json();
+        assert_eq!(s(v, "changeType"), "03", "{v}");
+        ids.insert(s(v, "agentId").to_string());
+        let sg1 = v["skgroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["skgroupNo"] == "SG1")
+            .unwrap_or_else(|| panic!("SG1 missing: {v}"));
+        assert_eq!(sg1["skgroupName"], "抢修服务", "{v}");
+    }
+    assert_eq!(
+        ids,
+        key_set(&["A1001", "A1002"]),
+        "the agents of SG1, not A1003"
+    );
+    let by: BTreeMap<String, Value> = nums[nn..]
+        .iter()
+        .map(|r| {
+            (
+                s(r.body_json(), "accessNum").to_string(),
+                r.body_json().clone(),
+            )
+        })
+        .collect();
+    let m = &by["95598"];
+    assert_eq!(s(m, "changeType"), "03", "{m}");
+    assert_eq!(s(m, "remark"), "95598热线", "{m}");
+    assert_eq!(keys(m), key_set(&ACCESS_NUMBER_KEYS), "{m}");
+    check_access_number(&by["96789"], "02", "96789");
+}
+
 /// The grid's own agent change (seed 000 L907-L936, POSTed to `[grid_api.paths]
 /// agent_change`) changes the directory; the forwarder's documented rule ("every change is
 /// pushed once, whatever made it ... the grid's own change push") sends it back as a
@@ -1061,6 +1131,14 @@ const PREPAID_2015: (&str, &str) = (
 const URLENCODED_2013: (&str, &str) = (
     "cdr-inbound-answered-urlencoded-2013.json",
     "c8ccef5e-34c2-4fd2-9a2e-fa6f295f3a1e",
+);
+const CANCELLED_A: (&str, &str) = (
+    "cdr-inbound-cancelled-aleg-2025.json",
+    "51156b0b-f91b-4fd3-9c8f-15226f6098be",
+);
+const CANCELLED_B: (&str, &str) = (
+    "cdr-outbound-cancelled-bleg-2025.json",
+    "ab0aa08a-ead3-42c6-a365-99553a001fba",
 );
 const ORIGINATE_2025: (&str, &str) = (
     "cdr-outbound-originate-answered-2025.json",
@@ -1259,6 +1337,57 @@ fn detail_end_type_of_an_answered_call_is_not_an_abandon() {
         "（呼入）通话挂断"
     };
     assert_eq!(s(cd, "hangupDisposition"), want_disposition, "{cd}");
+}
+
+/// Both legs of a call from 1001 to agent A1003 (`[[agents]]`, extension 1003) that the
+/// caller cancelled while the agent's phone rang (ORIGINATOR_CANCEL, billsec 0): the detail
+/// names the agent from the directory (agentId, agentName, agentNum, deptName L2919-2921,
+/// L3021), the call was never talked, and endType is 251 "（呼入）振铃放弃" (L2961). The CDR
+/// push names the same agent.
+#[test]
+fn detail_of_a_ring_abandon_names_the_agent_from_the_directory() {
+    let sink = GridSink::start();
+    let d = Daemon::start(&format!(
+        "{}{}\n[cdr]\nsettle_secs = 1\n{}",
+        agents_toml(&[A3]),
+        DIRECTORY_REST,
+        grid_config(&sink, &["cdr", "detail"], 0)
+    ));
+    for (file, uuid) in [CANCELLED_A, CANCELLED_B] {
+        let r = post_cdr(&d, uuid, &fixture(file));
+        assert_eq!(r.status, 200, "CDR post {file}: {}", r.body);
+    }
+    let details = wait_n(&d, &sink, "detail", 1, "detail push");
+    let cdrs = wait_n(&d, &sink, "cdr", 1, "cdr push");
+    assert_quiet(&d, &sink, "detail", 1, QUIET, "one detail per call");
+    let v = details[0].body_json();
+    let cd = &v["calldata"];
+    assert_eq!(
+        s(v, "signStr"),
+        sign_str(s(v, "timestamp"), ENT, s(cd, "sessionId")),
+        "{v}"
+    );
+    assert_eq!(s(cd, "agentId"), "A1003", "{cd}");
+    assert_eq!(s(cd, "agentName"), "王五", "{cd}");
+    assert!(s(cd, "agentNum").ends_with("1003"), "agentNum: {cd}");
+    assert_eq!(s(cd, "deptName"), "客服一部", "{cd}");
+    assert_eq!(s(cd, "callingNum"), "1001", "{cd}");
+    assert_eq!(s(cd, "talkLength"), "0", "never answered: {cd}");
+    assert_eq!(s(cd, "callType"), "1", "{cd}");
+    assert_eq!(s(cd, "endType"), "251", "ring abandon: {cd}");
+    assert_eq!(s(cd, "hangupDisposition"), "（呼入）振铃放弃", "{cd}");
+    let session = s(cd, "sessionId");
+    for r in &cdrs {
+        assert_eq!(s(r.body_json(), "callId"), session, "{}", sink.dump());
+    }
+    let agent_rec = sink
+        .to("cdr")
+        .into_iter()
+        .map(|r| r.body_json().clone())
+        .find(|c| s(c, "AGENTNUMBER") == "1003")
+        .unwrap_or_else(|| panic!("no CDR segment for agent 1003:\n{}", sink.dump()));
+    assert_eq!(s(&agent_rec, "AGENTID"), "A1003", "{agent_rec}");
+    assert_eq!(s(&agent_rec, "AGENTNAME"), "王五", "{agent_rec}");
 }
 
 /// "yyyyMMddHHmmss" -> "yyyy-MM-dd HH:mm:ss".
