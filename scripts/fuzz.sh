@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint|stomp_frame|esl_frame|cdr_document] [SECONDS]`.
+# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint|stomp_frame|esl_frame|cdr_document|grid_request] [SECONDS]`.
 #
 # Targets: sip_message (framing, parser, typed headers, serialization round trip) and endpoint
 # (the whole sans-IO request path: guard, parse, digest, registrar, reply encoding) and
 # stomp_frame (the event stream's STOMP decoder with an encode/re-parse round trip, and the
 # SockJS client-message parser) and esl_frame (the FreeSWITCH Event Socket decoder and event
 # parsers) and cdr_document (mod_json_cdr/mod_xml_cdr documents through leg normalization,
-# reconciliation and the CDR builder; seeded with the FreeSWITCH fixture CDRs).
+# reconciliation and the CDR builder; seeded with the FreeSWITCH fixture CDRs) and
+# grid_request (the grid's query parameters and request types, and the outbox's reading of a
+# push answer).
 # libFuzzer needs nightly compiler flags; on this project's stable toolchain RUSTC_BOOTSTRAP=1
 # unlocks them for the fuzz build only. Seeds live in fuzz/seeds; the corpus grows in
 # fuzz/corpus/<target> (not committed).

@@ -955,7 +955,10 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
                         assert!(reason.contains("4001"), "{ctx}\nreason {reason:?}");
                     }
                     Http500Always => {
-                        assert!(n == o.max_attempts as usize && accepted == 0, "{ctx}");
+                        // At least max_attempts requests: failures while the target was
+                        // down (several calls failing at once, as here) are probes and do
+                        // not count (see outbox/scheduler.rs), so there may be more.
+                        assert!(n >= o.max_attempts as usize && accepted == 0, "{ctx}");
                         assert!(
                             reason.starts_with("exhausted") && reason.contains("500"),
                             "{ctx}\nreason {reason:?}"
@@ -1006,9 +1009,10 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
                 i["key"].as_str().is_some_and(|s| !s.is_empty()),
                 "no ordering key: {i}"
             );
-            assert_eq!(
-                num(&i["attempts"]),
-                Some(reqs.len() as f64),
+            // Counted attempts never exceed the requests the sink saw (probes sent while
+            // the target was down are not counted).
+            assert!(
+                num(&i["attempts"]).is_some_and(|a| a >= 1.0 && a <= reqs.len() as f64),
                 "attempts of {i}"
             );
             let enq = num(&i["enqueuedMs"]).expect("enqueuedMs");
@@ -1170,7 +1174,7 @@ fn every_record_ends_delivered_or_dead_lettered_with_its_reason() {
             (items.len() == 2
                 && always
                     .iter()
-                    .all(|(_, k)| sink.requests_for(k).len() == 2 * o.max_attempts as usize))
+                    .all(|(_, k)| sink.requests_for(k).len() >= 2 * o.max_attempts as usize))
             .then_some(items)
         })
         .unwrap_or_else(|| {

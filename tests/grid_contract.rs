@@ -408,8 +408,18 @@ fn detail_end_types_follow_the_documented_mapping() {
         with(&|r| {
             r.segment = Segment::Queue;
             r.direction = CallDirection::Inbound;
+            r.answer_flag = AnswerFlag::NotConnected;
         }),
         EndType::InboundQueueAbandoned
+    );
+    // A routing segment that was answered ended as a conversation (seen end to end with the
+    // bridged 2018 fixture, whose only record is the routing one).
+    assert_eq!(
+        with(&|r| {
+            r.segment = Segment::Queue;
+            r.direction = CallDirection::Inbound;
+        }),
+        EndType::CustomerHungUp
     );
     assert_eq!(with(&|r| r.segment = Segment::Ivr), EndType::Ivr);
     assert_eq!(EndType::InboundQueueAbandoned.label(), "（呼入）排队放弃");

@@ -297,9 +297,17 @@ impl AgentsService {
         Ok(svc)
     }
 
-    /// Live-reloadable settings (ranges, servers, ACW, rest policy, time zone).
+    /// Live-reloadable settings (ranges, servers, ACW, rest policy, time zone) and the
+    /// config's `[[agents]]`, `[[skill_groups]]` and `[[access_numbers]]` (re-seeded: entries
+    /// the grid or the API made are kept; the grid forwarder pushes the differences).
     pub fn reload(&self, cfg: &Config, now: Now) -> anyhow::Result<()> {
         let s = settings(cfg)?;
+        lock(&self.store).seed_directory(
+            &cfg.agents,
+            &cfg.skill_groups,
+            &cfg.access_numbers,
+            now.unix_secs(),
+        )?;
         let clock = DayClock::new(&cfg.presence.timezone)
             .map_err(|e| anyhow::anyhow!("presence.timezone: {e}"))?;
         lock(&self.dir).settings = s;

@@ -238,7 +238,7 @@ fn check_estate(key: &str, code: i16, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `[grid.push.agent_event]`.
+/// `[grid.agent_event]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentEventConfig {
@@ -276,7 +276,7 @@ impl Default for AgentEventConfig {
 }
 
 impl AgentEventConfig {
-    /// Checks every key; the error names the bad key (relative to `[grid.push.agent_event]`).
+    /// Checks every key; the error names the bad key (relative to `[grid.agent_event]`).
     pub fn validate(&self) -> Result<(), String> {
         AgentEventFormat::new(self).map(|_| ())
     }

@@ -73,7 +73,7 @@ impl ChangeType {
     }
 }
 
-/// `[grid.push.changes]`.
+/// `[grid.changes]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChangesConfig {
@@ -85,7 +85,7 @@ pub struct ChangesConfig {
 }
 
 impl ChangesConfig {
-    /// The error names the bad key (relative to `[grid.push.changes]`).
+    /// The error names the bad key (relative to `[grid.changes]`).
     pub fn validate(&self) -> Result<(), String> {
         for (key, v) in [
             ("default_agent_dept", &self.default_agent_dept),

@@ -194,19 +194,24 @@ impl EndType {
 /// The record's `endType` (mapping table in the module docs).
 pub fn end_type(r: &CallRecord) -> EndType {
     let inbound = r.direction == CallDirection::Inbound;
+    let connected = r.answer_flag == AnswerFlag::Connected;
     match r.segment {
         Segment::Ivr => EndType::Ivr,
-        Segment::Queue if inbound => EndType::InboundQueueAbandoned,
-        Segment::Queue if r.result == CallResult::UserHungUp => EndType::CustomerHungUp,
-        Segment::Queue => EndType::AllReleased,
-        Segment::Agent if r.answer_flag != AnswerFlag::Connected => {
+        // A routing/queue segment that was answered (the call reached someone without an
+        // agent record of its own) ended as a conversation, not as an abandon.
+        Segment::Queue if !connected && inbound => EndType::InboundQueueAbandoned,
+        Segment::Queue if !connected && r.result == CallResult::UserHungUp => {
+            EndType::CustomerHungUp
+        }
+        Segment::Queue if !connected => EndType::AllReleased,
+        Segment::Agent if !connected => {
             if inbound {
                 EndType::InboundRingAbandoned
             } else {
                 EndType::OutboundRingAbandoned
             }
         }
-        Segment::Agent => match r.result {
+        Segment::Queue | Segment::Agent => match r.result {
             CallResult::UserHungUp => EndType::CustomerHungUp,
             CallResult::AgentHungUp | CallResult::AgentAppHungUp => EndType::AgentHungUp,
             CallResult::AgentTransferred => EndType::ConsultHungUp,
@@ -229,7 +234,7 @@ pub fn is_final_segment(r: &CallRecord) -> bool {
     r.end_ms >= r.session_stop_ms
 }
 
-/// `[grid.push.detail]`.
+/// `[grid.detail]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetailConfig {
@@ -260,7 +265,7 @@ impl Default for DetailConfig {
 }
 
 impl DetailConfig {
-    /// The error names the bad key (relative to `[grid.push.detail]`).
+    /// The error names the bad key (relative to `[grid.detail]`).
     pub fn validate(&self) -> Result<(), String> {
         DetailFormat::new(self).map(|_| ())
     }

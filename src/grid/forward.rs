@@ -127,11 +127,23 @@ impl GridForwarder {
         let agents_on = self.outbox.enabled(Target::AgentChange);
         let numbers_on = self.outbox.enabled(Target::AccessNumber);
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let current = DirectorySnapshot {
+        let mut current = DirectorySnapshot {
             agents: store.agents()?,
             skill_groups: store.skill_groups()?,
             access_numbers: store.access_numbers()?,
         };
+        // entId is required (000:L593): an access number without its own carries
+        // [grid.changes] default_ent_id, else ours.
+        let default_ent = if self.changes.default_ent_id.is_empty() {
+            &self.ent_id
+        } else {
+            &self.changes.default_ent_id
+        };
+        for n in &mut current.access_numbers {
+            if n.ent_id.is_empty() {
+                n.ent_id = default_ent.clone();
+            }
+        }
         {
             let mut who = self.who.write().unwrap_or_else(|e| e.into_inner());
             who.clear();
@@ -293,7 +305,9 @@ impl GridForwarder {
             }
             if heartbeat_ms > 0 && now.saturating_sub(last_heartbeat) >= heartbeat_ms {
                 last_heartbeat = now;
-                self.heartbeats(&agents, now);
+                // Stamped after the sync, when the states are read: a heartbeat's etime is
+                // never earlier than the state it reports.
+                self.heartbeats(&agents, Now::system().unix_ms);
             }
         }
     }
@@ -358,10 +372,20 @@ impl RecordForwarder for GridForwarder {
         // Only the call-record pushes push back on the CDR receiver, and only when on: a
         // backlog of agent events must not stop FreeSWITCH's documents from being stored. A
         // call yields a handful of records of ~1.5 KB.
-        [Target::Cdr, Target::Detail]
+        let full = [Target::Cdr, Target::Detail]
             .into_iter()
-            .filter(|t| self.outbox.enabled(*t))
-            .all(|t| self.outbox.has_room(t, 16 * 1024).is_ok())
+            .find(|t| self.outbox.enabled(*t) && self.outbox.has_room(*t, 16 * 1024).is_err());
+        match full {
+            Some(t) => {
+                self.outbox
+                    .metrics
+                    .refused
+                    .with_label_values(&[t.as_str()])
+                    .inc();
+                false
+            }
+            None => true,
+        }
     }
 }
 

@@ -179,6 +179,40 @@ impl GridConfig {
             {
                 return Err((key("idempotency_header"), "is not a header name".into()));
             }
+            if let Some(path) = &p.bearer_token_file {
+                if let Err(e) = std::fs::read_to_string(path) {
+                    return Err((
+                        key("bearer_token_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                }
+            }
+            // Headers that frame the request or name the connection are ours to set.
+            const RESERVED: [&str; 7] = [
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "content-type",
+                "authorization",
+                "upgrade",
+            ];
+            if let Some(name) = p
+                .headers
+                .keys()
+                .find(|n| RESERVED.contains(&n.to_ascii_lowercase().as_str()))
+            {
+                return Err((
+                    key("headers"),
+                    format!("{name:?} is set by gridedge (use bearer_token for Authorization)"),
+                ));
+            }
+            if RESERVED.contains(&p.idempotency_header.to_ascii_lowercase().as_str()) {
+                return Err((
+                    key("idempotency_header"),
+                    "must not be a framing or authorization header".into(),
+                ));
+            }
             if p.bearer_token.chars().any(|c| c.is_control()) {
                 return Err((
                     key("bearer_token"),

@@ -28,6 +28,8 @@ pub struct OutboxConfig {
     pub commit_max_batch: usize,
     /// Records enqueued but not yet committed (the writer's queue).
     pub queue: usize,
+    /// Dead letters older than this are deleted (0 keeps them for ever).
+    pub dead_retention_days: u64,
 }
 
 impl Default for OutboxConfig {
@@ -44,6 +46,7 @@ impl Default for OutboxConfig {
             down_after: s.down_after,
             commit_max_batch: 4096,
             queue: 65_536,
+            dead_retention_days: 30,
         }
     }
 }
@@ -87,6 +90,12 @@ impl OutboxConfig {
             100_000,
         )?;
         range("outbox.queue", self.queue as u64, 1, 10_000_000)?;
+        range(
+            "outbox.dead_retention_days",
+            self.dead_retention_days,
+            0,
+            3650,
+        )?;
         Ok(())
     }
 

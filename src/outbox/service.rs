@@ -456,6 +456,14 @@ impl Outbox {
                     dirty = true;
                     ticks += 1;
                     self.update_gauges(if ticks % 5 == 1 { Some(&reader) } else { None });
+                    if ticks % 3600 == 1 && self.cfg.dead_retention_days > 0 {
+                        let before_ms = Now::system()
+                            .unix_ms
+                            .saturating_sub(self.cfg.dead_retention_days * 86_400_000);
+                        if let Ok(w) = self.writer() {
+                            let _ = w.try_send(Command::PruneDead { before_ms });
+                        }
+                    }
                 }
                 Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => {
                     let mut outcomes = Vec::new();

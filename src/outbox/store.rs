@@ -236,8 +236,9 @@ pub enum ReplaySelection {
 }
 
 /// Moves dead letters back into the outbox with fresh ids (so they queue behind whatever
-/// their key holds now), the same idempotency key and payload, and a zero attempt count. One
-/// transaction: a replay is never half done. Returns how many moved.
+/// their key holds now), the same idempotency key and payload, and a zero attempt count.
+/// Pages of [`REPLAY_PAGE`] rows, each one transaction (a row moves whole or not at all), so
+/// a replay of a large table never holds the write lock for long. Returns how many moved.
 pub fn replay(
     conn: &mut Connection,
     which: ReplaySelection,
@@ -247,21 +248,45 @@ pub fn replay(
         ReplaySelection::One(id) => (Some(id), None),
         ReplaySelection::All(t) => (None, t.map(|t| t.as_str())),
     };
-    let filter = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR target = ?2)";
-    let tx = conn.transaction()?;
-    let moved = tx.execute(
-        &format!(
-            "INSERT INTO outbox (target, lane, idem_key, payload, enqueued_ms, attempts) \
-             SELECT target, lane, idem_key, payload, ?3, 0 FROM outbox_dead WHERE {filter} ORDER BY id"
-        ),
-        params![id, target, now_ms as i64],
-    )?;
-    tx.execute(
-        &format!("DELETE FROM outbox_dead WHERE {filter}"),
-        params![id, target],
-    )?;
-    tx.commit()?;
-    Ok(moved)
+    let mut moved = 0;
+    loop {
+        let tx = conn.transaction()?;
+        let ids: Vec<i64> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM outbox_dead WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR target = ?2) ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, target, REPLAY_PAGE as i64], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if ids.is_empty() {
+            return Ok(moved);
+        }
+        for dead in &ids {
+            tx.execute(
+                "INSERT INTO outbox (target, lane, idem_key, payload, enqueued_ms, attempts) \
+                 SELECT target, lane, idem_key, payload, ?2, 0 FROM outbox_dead WHERE id = ?1",
+                params![dead, now_ms as i64],
+            )?;
+            tx.execute("DELETE FROM outbox_dead WHERE id = ?1", [dead])?;
+        }
+        tx.commit()?;
+        moved += ids.len();
+        if ids.len() < REPLAY_PAGE {
+            return Ok(moved);
+        }
+    }
+}
+
+/// Rows moved per replay transaction.
+pub const REPLAY_PAGE: usize = 1000;
+
+/// Deletes dead letters older than `before_ms` (the table is bounded by retention, not by
+/// hope); returns how many.
+pub fn prune_dead(conn: &Connection, before_ms: u64) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM outbox_dead WHERE dead_ms < ?1",
+        [before_ms as i64],
+    )?)
 }
 
 #[cfg(test)]
@@ -416,6 +441,45 @@ mod tests {
         let rows = load_after(&conn, RecordId(0), 10).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(pending_summary(&conn).unwrap().0, 2);
+    }
+
+    #[test]
+    fn replay_pages_through_a_large_table_and_prune_bounds_it() {
+        let (_d, mut conn) = open();
+        for i in 0..2_500 {
+            insert(
+                &conn,
+                &new(Target::Cdr, &format!("k{i}"), &format!("i{i}")),
+                1,
+            )
+            .unwrap();
+        }
+        let rows = load_after(&conn, RecordId(0), 10_000).unwrap();
+        let dead: Vec<Decision> = rows
+            .into_iter()
+            .map(|r| Decision::Dead {
+                record: r,
+                reason: "x".into(),
+            })
+            .collect();
+        apply(&conn, &dead, 5).unwrap();
+        assert_eq!(
+            replay(&mut conn, ReplaySelection::All(None), 9).unwrap(),
+            2_500
+        );
+        assert_eq!(pending_summary(&conn).unwrap().0, 2_500);
+        let rows = load_after(&conn, RecordId(0), 10_000).unwrap();
+        let dead: Vec<Decision> = rows
+            .into_iter()
+            .map(|r| Decision::Dead {
+                record: r,
+                reason: "x".into(),
+            })
+            .collect();
+        apply(&conn, &dead[..100], 5).unwrap();
+        apply(&conn, &dead[100..], 50).unwrap();
+        assert_eq!(prune_dead(&conn, 10).unwrap(), 100);
+        assert_eq!(dead_list(&conn, None, 0, 10_000).unwrap().len(), 2_400);
     }
 
     #[test]

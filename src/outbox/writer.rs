@@ -33,6 +33,10 @@ pub enum Command {
         which: ReplaySelection,
         ack: oneshot::Sender<Result<usize, String>>,
     },
+    /// Delete dead letters that died before this time.
+    PruneDead {
+        before_ms: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -120,16 +124,41 @@ fn batch_records(c: &Command) -> usize {
     match c {
         Command::Enqueue { records, .. } => records.len(),
         Command::Apply(d) => d.len(),
-        Command::Replay { .. } => 1,
+        Command::Replay { .. } | Command::PruneDead { .. } => 1,
     }
 }
 
 fn commit(conn: &mut Connection, batch: Vec<Command>, notify: &Notify, metrics: &OutboxMetrics) {
+    // A failed transaction (SQLITE_BUSY past the busy timeout while another process holds
+    // the write lock, a transient I/O error) is retried, not dropped: dropping it would lose
+    // fire-and-forget records and delivery outcomes (a lost dead letter resurrects its
+    // record). Producers meanwhile fill the bounded queue and are refused: back-pressure.
+    let mut wait = Duration::from_millis(50);
+    let mut tries = 0u32;
+    let result = loop {
+        let r = try_commit(conn, &batch);
+        match r {
+            Ok(ids) => break Ok(ids),
+            Err(e) if tries < 100 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "outbox commit failed; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    finish(conn, batch, result, notify, metrics);
+}
+
+type Committed = Result<Vec<Result<Vec<RecordId>, String>>, crate::store::StoreError>;
+
+fn try_commit(conn: &mut Connection, batch: &[Command]) -> Committed {
     let now_ms = Now::system().unix_ms;
-    let result = (|| -> Result<Vec<Result<Vec<RecordId>, String>>, crate::store::StoreError> {
+    (|| -> Committed {
         let tx = conn.transaction()?;
         let mut ids = Vec::new();
-        for cmd in &batch {
+        for cmd in batch {
             match cmd {
                 Command::Enqueue { records, .. } => {
                     let mut one = Vec::with_capacity(records.len());
@@ -139,12 +168,28 @@ fn commit(conn: &mut Connection, batch: Vec<Command>, notify: &Notify, metrics: 
                     ids.push(Ok(one));
                 }
                 Command::Apply(decisions) => store::apply(&tx, decisions, now_ms)?,
+                Command::PruneDead { before_ms } => {
+                    let n = store::prune_dead(&tx, *before_ms)?;
+                    if n > 0 {
+                        tracing::info!(dead_letters = n, "pruned dead letters past retention");
+                    }
+                }
                 Command::Replay { .. } => {}
             }
         }
         tx.commit()?;
         Ok(ids)
-    })();
+    })()
+}
+
+fn finish(
+    conn: &mut Connection,
+    batch: Vec<Command>,
+    result: Committed,
+    notify: &Notify,
+    metrics: &OutboxMetrics,
+) {
+    let now_ms = Now::system().unix_ms;
     let mut enqueued = 0usize;
     let mut applied = 0usize;
     let mut new_rows = false;
@@ -168,8 +213,8 @@ fn commit(conn: &mut Connection, batch: Vec<Command>, notify: &Notify, metrics: 
                         }
                     }
                     Command::Apply(d) => applied += d.len(),
-                    // Replays run in their own transaction: they read and delete across the
-                    // dead-letter table and must be all-or-nothing by themselves.
+                    Command::PruneDead { .. } => {}
+                    // Replays run in their own transactions (pages of rows, each moved whole).
                     Command::Replay { which, ack } => {
                         let r = store::replay(conn, which, now_ms).map_err(|e| e.to_string());
                         if matches!(r, Ok(n) if n > 0) {
