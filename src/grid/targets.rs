@@ -102,11 +102,26 @@ impl Default for PushTarget {
     }
 }
 
+/// The URL without userinfo or query, which may carry credentials.
+fn redacted_url(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) => {
+            format!(
+                "{}://{}{}",
+                u.scheme_str().unwrap_or(""),
+                u.host().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + u.path()
+        }
+        Err(_) => "<invalid>".into(),
+    }
+}
+
 impl std::fmt::Debug for PushTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PushTarget")
             .field("enabled", &self.enabled)
-            .field("url", &self.url)
+            .field("url", &redacted_url(&self.url))
             .field("timeout_ms", &self.timeout_ms)
             .field(
                 "bearer_token",
@@ -221,5 +236,54 @@ impl GridConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let p = PushTarget {
+            enabled: true,
+            url: "https://user:pw@grid.example:8443/api/cdr?token=abc".into(),
+            bearer_token: "s3cret-token".into(),
+            headers: [("X-Api-Key".to_string(), "k3y".to_string())].into(),
+            ..PushTarget::default()
+        };
+        let d = format!("{p:?}");
+        for secret in ["pw", "abc", "s3cret-token", "k3y"] {
+            assert!(!d.contains(secret), "{secret} in {d}");
+        }
+        assert!(d.contains("https://grid.example:8443/api/cdr"), "{d}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut g = GridConfig::default();
+        g.push.detail.enabled = true;
+        g.push.detail.url = "ftp://x/y".into();
+        assert_eq!(g.validate().unwrap_err().0, "grid.push.detail.url");
+        g.push.detail.url = "http://grid/y".into();
+        g.push
+            .detail
+            .headers
+            .insert("Content-Length".into(), "1".into());
+        assert_eq!(g.validate().unwrap_err().0, "grid.push.detail.headers");
+        g.push.detail.headers.clear();
+        g.push.detail.idempotency_header = "Authorization".into();
+        assert_eq!(
+            g.validate().unwrap_err().0,
+            "grid.push.detail.idempotency_header"
+        );
+        g.push.detail.idempotency_header = "Idempotency-Key".into();
+        g.push.detail.bearer_token_file = Some("/nonexistent/token".into());
+        assert_eq!(
+            g.validate().unwrap_err().0,
+            "grid.push.detail.bearer_token_file"
+        );
+        g.push.detail.bearer_token_file = None;
+        assert!(g.validate().is_ok());
     }
 }

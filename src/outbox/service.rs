@@ -94,6 +94,16 @@ impl Endpoint {
                 .to_string(),
             None => p.bearer_token.clone(),
         };
+        let loopback = matches!(
+            uri.host(),
+            Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+        );
+        if !token.is_empty() && uri.scheme_str() == Some("http") && !loopback {
+            tracing::warn!(
+                target = t.as_str(),
+                "{key}: a bearer token is sent over plain http to a non-local host; use https"
+            );
+        }
         if !token.is_empty() {
             let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
                 .with_context(|| format!("{key}.bearer_token"))?;
@@ -627,6 +637,10 @@ pub fn open_reader(db_path: &Path) -> anyhow::Result<Connection> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // The delivery loop reads back rows just written: map the file instead of a read(2)
+    // per page, and keep the recent pages cached.
+    conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
+    conn.pragma_update(None, "cache_size", -16_384i64)?;
     Ok(conn)
 }
 
