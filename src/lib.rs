@@ -17,3 +17,4 @@ pub mod outbox;
 pub mod sip;
 pub mod store;
 pub mod switch;
+pub mod text;

@@ -71,20 +71,25 @@ enum DeadCmd {
     },
 }
 
+/// The config file, or the embedded defaults; exit code 2 naming the key when it is invalid.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::parse(""),
+    }
+    .map_err(|e| {
+        eprintln!("gridedge: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn outbox_command(config: Option<PathBuf>, op: OutboxCmd) -> ExitCode {
     use gridedge::outbox::cli::Op;
     use gridedge::outbox::store::ReplaySelection;
     use gridedge::outbox::Target;
-    let cfg = match &config {
-        Some(path) => Config::load(path),
-        None => Config::parse(""),
-    };
-    let cfg = match cfg {
+    let cfg = match load_config(config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("gridedge: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let target = |t: Option<String>| -> Result<Option<Target>, String> {
         match t {
@@ -160,16 +165,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let cfg = match &config {
-                Some(path) => Config::load(path),
-                None => Config::parse(""),
-            };
-            let cfg = match cfg {
+            let cfg = match load_config(config.as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("gridedge: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let log = gridedge::daemon::init_logging(&cfg);
             let rt = match gridedge::daemon::runtime() {

@@ -1174,7 +1174,7 @@ proptest! {
         for (k, v) in p.body() {
             prop_assert!(v.is_string(), "{} not a string", k);
         }
-        prop_assert!(p.steam_number().bytes().all(|c| c.is_ascii_digit()));
+        prop_assert!(p.idempotency_key().bytes().all(|c| c.is_ascii_digit()));
         let event = if to == AgentState::SignedOut { "0" } else { "1" };
         prop_assert_eq!(&p.body()["event"], &s(event));
         let status = AgentStatus {

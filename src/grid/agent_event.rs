@@ -81,7 +81,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::cdr::TimeFormat;
 use crate::agents::presence::{AgentEvent, AgentEventKind, Seat};
@@ -394,40 +394,10 @@ pub struct AgentInfo<'a> {
     pub agent_name: &'a str,
 }
 
-/// One agent-event push, ready for the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentEventPush {
-    body: Map<String, Value>,
-    steam_number: String,
-    lane_key: String,
-}
-
-impl AgentEventPush {
-    /// The JSON object to POST.
-    pub fn body(&self) -> &Map<String, Value> {
-        &self.body
-    }
-
-    pub fn into_body(self) -> Map<String, Value> {
-        self.body
-    }
-
-    /// The payload's primary key (`steamNumber`).
-    pub fn steam_number(&self) -> &str {
-        &self.steam_number
-    }
-
-    /// The outbox idempotency key: the `steamNumber`, which the grid stores as its primary
-    /// key (L472), so a redelivery is a duplicate at the grid too.
-    pub fn idempotency_key(&self) -> &str {
-        &self.steam_number
-    }
-
-    /// Ordering lane: one agent's events are delivered in order.
-    pub fn lane_key(&self) -> &str {
-        &self.lane_key
-    }
-}
+/// One agent-event push, ready for the outbox. Its idempotency key is the `steamNumber`,
+/// which the grid stores as its primary key (L472), so a redelivery is a duplicate at the grid
+/// too; its lane is the agent.
+pub type AgentEventPush = super::push::GridPush;
 
 /// The ordering lane of an agent's events: its agent id, or its extension when it has none.
 pub fn lane_key(agent_id: Option<&str>, extension: &str) -> String {
@@ -495,11 +465,7 @@ fn render(f: Fields<'_>, fmt: &AgentEventFormat) -> AgentEventPush {
         .zip(values)
         .map(|(k, v)| ((*k).to_owned(), Value::String(v)))
         .collect();
-    AgentEventPush {
-        body,
-        steam_number: steam,
-        lane_key: f.agent_id,
-    }
+    AgentEventPush::new(body, steam, f.agent_id)
 }
 
 fn resolve_agent_id(who: &AgentInfo<'_>, own: Option<&str>, extension: &str) -> String {
@@ -687,7 +653,10 @@ mod tests {
         };
         let p = from_event(&e, &who, 1, &fmt).unwrap();
         assert_eq!(p.lane_key(), "a2");
-        assert_eq!(p.idempotency_key(), p.steam_number());
+        assert_eq!(
+            p.idempotency_key(),
+            p.body()["steamNumber"].as_str().unwrap()
+        );
         assert_eq!(lane_key(Some(""), "8001"), "8001");
     }
 

@@ -33,7 +33,7 @@
 //! the same change dedups and any different content gets a different key. The flip side: an
 //! identical change made again later (add A, delete A, add A exactly as before) has the same
 //! key as the first time; an outbox that keeps delivered keys forever must scope them (for
-//! instance by a directory revision, see [`AgentChangePush::salted_idempotency_key`]).
+//! instance by a directory revision, see [`salted_idempotency_key`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -237,7 +237,7 @@ impl AgentChange {
     /// The payload with its outbox keys.
     pub fn to_push(&self, cfg: &ChangesConfig) -> AgentChangePush {
         let body = self.to_grid(cfg);
-        ChangePush::new("agent-change", body, self.agent.agent_id.clone())
+        change_push("agent-change", body, self.agent.agent_id.clone())
     }
 }
 
@@ -343,57 +343,29 @@ impl AccessNumberChange {
     /// The payload with its outbox keys.
     pub fn to_push(&self, cfg: &ChangesConfig) -> AccessNumberChangePush {
         let body = self.to_grid(cfg);
-        ChangePush::new("access-number-change", body, self.number.access_num.clone())
+        change_push("access-number-change", body, self.number.access_num.clone())
     }
 }
 
-/// A change payload ready for the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangePush {
-    body: Map<String, Value>,
-    idempotency_key: String,
-    lane_key: String,
-}
-
+/// A change payload ready for the outbox. Its idempotency key is
+/// `<kind>-<hex SHA-256 of kind and body>`: equal for equal content; its lane is the agent id
+/// or the access number, so changes to one go in order.
+pub type ChangePush = super::push::GridPush;
 /// An agent change ready for the outbox (lane: the agent id).
 pub type AgentChangePush = ChangePush;
 /// An access-number change ready for the outbox (lane: the access number).
 pub type AccessNumberChangePush = ChangePush;
 
-impl ChangePush {
-    fn new(kind: &str, body: Map<String, Value>, lane_key: String) -> Self {
-        let digest = digest(kind, &body, None);
-        ChangePush {
-            idempotency_key: format!("{kind}-{digest}"),
-            body,
-            lane_key,
-        }
-    }
+fn change_push(kind: &str, body: Map<String, Value>, lane_key: String) -> ChangePush {
+    let digest = digest(kind, &body, None);
+    ChangePush::new(body, format!("{kind}-{digest}"), lane_key)
+}
 
-    pub fn body(&self) -> &Map<String, Value> {
-        &self.body
-    }
-
-    pub fn into_body(self) -> Map<String, Value> {
-        self.body
-    }
-
-    /// `<kind>-<hex SHA-256 of kind and body>`: equal for equal content.
-    pub fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
-    }
-
-    /// The key scoped by `salt` (e.g. a directory revision), for outboxes that remember
-    /// delivered keys forever and must not swallow a legitimate repeat of an old change.
-    pub fn salted_idempotency_key(&self, salt: u64) -> String {
-        let kind = self.idempotency_key.rsplit_once('-').map_or("", |(k, _)| k);
-        format!("{kind}-{}", digest(kind, &self.body, Some(salt)))
-    }
-
-    /// Ordering lane: changes to one agent (or access number) go in order.
-    pub fn lane_key(&self) -> &str {
-        &self.lane_key
-    }
+/// A change's key scoped by `salt` (e.g. a directory revision), for outboxes that remember
+/// delivered keys forever and must not swallow a legitimate repeat of an old change.
+pub fn salted_idempotency_key(p: &ChangePush, salt: u64) -> String {
+    let kind = p.idempotency_key().rsplit_once('-').map_or("", |(k, _)| k);
+    format!("{kind}-{}", digest(kind, p.body(), Some(salt)))
 }
 
 fn digest(kind: &str, body: &Map<String, Value>, salt: Option<u64>) -> String {
@@ -510,8 +482,11 @@ mod tests {
         let mut other = d[0].clone();
         other.change = ChangeType::Modify;
         assert_ne!(other.to_push(&cfg).idempotency_key(), p1.idempotency_key());
-        assert_ne!(p1.salted_idempotency_key(1), p1.salted_idempotency_key(2));
-        assert!(p1.salted_idempotency_key(1).starts_with("agent-change-"));
+        assert_ne!(
+            salted_idempotency_key(&p1, 1),
+            salted_idempotency_key(&p1, 2)
+        );
+        assert!(salted_idempotency_key(&p1, 1).starts_with("agent-change-"));
         assert_eq!(p1.lane_key(), "1");
     }
 

@@ -328,33 +328,9 @@ pub struct DetailExtras<'a> {
     pub satisfaction_result: &'a str,
 }
 
-/// One detail push, ready for the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DetailPush {
-    body: Map<String, Value>,
-    idempotency_key: String,
-    lane_key: String,
-}
-
-impl DetailPush {
-    pub fn body(&self) -> &Map<String, Value> {
-        &self.body
-    }
-
-    pub fn into_body(self) -> Map<String, Value> {
-        self.body
-    }
-
-    /// The record's stream number (unique per record).
-    pub fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
-    }
-
-    /// The call's session id.
-    pub fn lane_key(&self) -> &str {
-        &self.lane_key
-    }
-}
+/// One detail push, ready for the outbox: idempotency key the record's stream number, lane
+/// the call's session id.
+pub type DetailPush = super::push::GridPush;
 
 /// The signed envelope for one record, pushed at `push_ms`.
 pub fn to_detail(
@@ -448,11 +424,7 @@ pub fn to_detail(
     body.insert("signStr".into(), Value::String(sign));
     body.insert("timestamp".into(), Value::String(timestamp));
     body.insert("calldata".into(), Value::Object(calldata));
-    DetailPush {
-        body,
-        idempotency_key: r.stream_number.clone(),
-        lane_key: r.session_id.clone(),
-    }
+    DetailPush::new(body, r.stream_number.clone(), r.session_id.clone())
 }
 
 #[cfg(test)]

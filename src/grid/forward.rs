@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::agent_event::{self, AgentEventFormat, AgentInfo, AgentStatus};
 use super::cdr::{to_grid, TimeFormat};
 use super::changes::{self, AgentSnapshot, ChangesConfig};
 use super::detail::{self, DetailExtras, DetailFormat};
+use super::push::GridPush;
 use super::targets::GridConfig;
 use crate::agents::directory::{AccessNumber, Agent, SkillGroup};
 use crate::agents::presence::AgentEvent;
@@ -37,11 +37,6 @@ use crate::cdr::service::RecordForwarder;
 use crate::clock::Now;
 use crate::outbox::{NewRecord, Outbox, Target};
 use crate::store::{Durability, Store, StoreError};
-
-/// Serializes a JSON object; a `Map` of strings cannot fail to serialize.
-pub(crate) fn json_bytes(v: &serde_json::Map<String, serde_json::Value>) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
-}
 
 /// The `meta` key of the last directory snapshot pushed.
 const PUSHED_DIRECTORY: &str = "grid.pushed_directory";
@@ -111,13 +106,13 @@ impl GridForwarder {
             .cloned()
     }
 
-    fn agent_record(&self, push: agent_event::AgentEventPush) -> NewRecord {
-        NewRecord {
-            target: Target::AgentEvent,
-            key: push.lane_key().to_string(),
-            idempotency_key: push.idempotency_key().to_string(),
-            payload: json_bytes(push.body()),
-        }
+    /// A change's outbox row. Its idempotency key is salted with a sequence: the same change
+    /// made again later (add, delete, add) is a new push, not a duplicate.
+    fn change_record(&self, p: changes::ChangePush, target: Target) -> NewRecord {
+        let key = changes::salted_idempotency_key(&p, self.next_seq());
+        let mut row = p.into_record(target);
+        row.idempotency_key = key;
+        row
     }
 
     /// Re-reads the directory, refreshes the agent names and enqueues the changes since the
@@ -178,25 +173,12 @@ impl GridForwarder {
                 skill_groups: &current.skill_groups,
             };
             for c in changes::diff_agents(old, new) {
-                let p = c.to_push(&self.changes);
-                rows.push(NewRecord {
-                    target: Target::AgentChange,
-                    key: p.lane_key().to_string(),
-                    // Salted: the same change made again later is a new push.
-                    idempotency_key: p.salted_idempotency_key(self.next_seq()),
-                    payload: json_bytes(p.body()),
-                });
+                rows.push(self.change_record(c.to_push(&self.changes), Target::AgentChange));
             }
         }
         if numbers_on {
             for c in changes::diff_access_numbers(&pushed.access_numbers, &current.access_numbers) {
-                let p = c.to_push(&self.changes);
-                rows.push(NewRecord {
-                    target: Target::AccessNumber,
-                    key: p.lane_key().to_string(),
-                    idempotency_key: p.salted_idempotency_key(self.next_seq()),
-                    payload: json_bytes(p.body()),
-                });
+                rows.push(self.change_record(c.to_push(&self.changes), Target::AccessNumber));
             }
         }
         if rows.is_empty() {
@@ -270,7 +252,7 @@ impl GridForwarder {
             if self.outbox.lane_busy(Target::AgentEvent, push.lane_key()) {
                 continue;
             }
-            rows.push(self.agent_record(push));
+            rows.push(push.into_record(Target::AgentEvent));
         }
         let n = rows.len();
         if n > 0 {
@@ -319,12 +301,14 @@ impl RecordForwarder for GridForwarder {
         if self.outbox.enabled(Target::Cdr) {
             // Per-call order: a call's segments share one lane, keyed by the call.
             for r in records {
-                rows.push(NewRecord {
-                    target: Target::Cdr,
-                    key: call_key.to_string(),
-                    idempotency_key: r.stream_number.clone(),
-                    payload: json_bytes(&to_grid(r, &self.cdr_time)),
-                });
+                rows.push(
+                    GridPush::new(
+                        to_grid(r, &self.cdr_time),
+                        r.stream_number.clone(),
+                        call_key.to_string(),
+                    )
+                    .into_record(Target::Cdr),
+                );
             }
         }
         if self.outbox.enabled(Target::Detail) {
@@ -348,12 +332,7 @@ impl RecordForwarder for GridForwarder {
                     &extras,
                     &self.detail,
                 );
-                rows.push(NewRecord {
-                    target: Target::Detail,
-                    key: push.lane_key().to_string(),
-                    idempotency_key: push.idempotency_key().to_string(),
-                    payload: json_bytes(push.body()),
-                });
+                rows.push(push.into_record(Target::Detail));
             }
         }
         rows
@@ -403,7 +382,7 @@ impl AgentEventSink for GridForwarder {
             };
             if let Some(push) = agent_event::from_event(ev, &info, self.next_seq(), &self.agent_fmt)
             {
-                rows.push(self.agent_record(push));
+                rows.push(push.into_record(Target::AgentEvent));
             }
         }
         if rows.is_empty() {

@@ -8,6 +8,7 @@ pub mod cdr;
 pub mod changes;
 pub mod detail;
 pub mod forward;
+pub mod push;
 pub mod query;
 pub mod queue_board;
 pub mod targets;

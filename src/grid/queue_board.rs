@@ -56,15 +56,7 @@ impl BoardChange {
 pub const MAX_FIELD: usize = 128;
 
 fn cut(s: &str) -> String {
-    let s = s.trim();
-    if s.len() <= MAX_FIELD {
-        return s.to_owned();
-    }
-    let mut end = MAX_FIELD;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    crate::text::truncate(s.trim(), MAX_FIELD).to_owned()
 }
 
 #[derive(Debug)]

@@ -8,6 +8,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::text::truncate;
+
 use super::record::{NewRecord, Pending, RecordId, Target};
 use super::scheduler::Decision;
 use crate::store::StoreError;
@@ -127,17 +129,6 @@ pub fn apply(conn: &Connection, decisions: &[Decision], now_ms: u64) -> Result<(
         }
     }
     Ok(())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A dead letter as the API and the CLI show it.

@@ -413,15 +413,7 @@ impl RawParams {
 }
 
 fn duplicate(name: &str) -> DigestError {
-    DigestError::DuplicateParam(truncate_chars(name, MAX_ERROR_NAME).to_owned())
-}
-
-fn truncate_chars(s: &str, max_bytes: usize) -> &str {
-    let mut end = s.len().min(max_bytes);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    DigestError::DuplicateParam(crate::text::truncate(name, MAX_ERROR_NAME).to_owned())
 }
 
 /// Linear-whitespace bytes. CR and LF are included so that a folded header value that the

@@ -412,11 +412,10 @@ fn deadline(now: Instant, d: Duration) -> Instant {
 }
 
 fn user_key(user: &str, ip: IpAddr) -> UserKey {
-    let mut end = user.len().min(MAX_USER_KEY_BYTES);
-    while !user.is_char_boundary(end) {
-        end -= 1;
-    }
-    (user[..end].to_owned(), ip.to_canonical())
+    (
+        crate::text::truncate(user, MAX_USER_KEY_BYTES).to_owned(),
+        ip.to_canonical(),
+    )
 }
 
 fn normalise_scanners(patterns: &[String]) -> Vec<String> {

@@ -14,6 +14,7 @@ use crate::sip::digest::{Algorithm, AuthOutcome, DigestCredentials, RejectReason
 use crate::sip::header::{parse_contacts, parse_expires, CSeq, ContactValue, NameAddr};
 use crate::sip::location::{ApplyError, Binding, Changes, ContactUpdate, Flow, Location};
 use crate::sip::message::{HeaderName, Request, Response};
+use crate::text::truncate;
 
 /// Registrar policy, reloadable.
 #[derive(Debug, Clone)]
@@ -500,17 +501,6 @@ fn top_branch_hash(req: &Request) -> u64 {
 fn request_uri_host(uri: &str) -> Option<String> {
     let u = crate::sip::header::SipUri::parse(uri).ok()?;
     Some(u.host.to_ascii_lowercase())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// RFC 7231 IMF-fixdate, as SIP's Date header wants (RFC 3261 §20.17).
