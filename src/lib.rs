@@ -10,6 +10,7 @@ pub mod cdr;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dialer;
 pub mod events;
 pub mod grid;
 pub mod metrics;
