@@ -183,6 +183,32 @@ const MIGRATIONS: &[&str] = &[
         deleted_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 6: the dialer's per-attempt compliance log (dialer/compliance.rs). Append-only: the
+    // triggers refuse updates and deletes, so the abandon rate can always be recomputed from
+    // raw records (predictive-dialing.md §3.3).
+    r#"
+    CREATE TABLE dial_attempts (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        campaign     TEXT NOT NULL,
+        number       TEXT NOT NULL,
+        caller_id    TEXT NOT NULL,
+        dialed_ms    INTEGER NOT NULL,
+        answered_ms  INTEGER,
+        bridged_ms   INTEGER,
+        ended_ms     INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,
+        live         INTEGER NOT NULL,
+        agent        TEXT,
+        call_id      TEXT,
+        pacing       TEXT
+    );
+    CREATE INDEX dial_attempts_campaign_end ON dial_attempts (campaign, ended_ms);
+    CREATE INDEX dial_attempts_number ON dial_attempts (campaign, number);
+    CREATE TRIGGER dial_attempts_no_update BEFORE UPDATE ON dial_attempts
+        BEGIN SELECT RAISE(ABORT, 'the compliance log is append-only'); END;
+    CREATE TRIGGER dial_attempts_no_delete BEFORE DELETE ON dial_attempts
+        BEGIN SELECT RAISE(ABORT, 'the compliance log is append-only'); END;
+    "#,
 ];
 
 pub struct Store {
