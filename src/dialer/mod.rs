@@ -3,4 +3,5 @@
 
 pub mod compliance;
 pub mod pacing;
+pub mod result;
 pub mod window;
