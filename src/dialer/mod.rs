@@ -2,6 +2,8 @@
 //! simulator that compares them, and (later) campaigns, call lists and the compliance log.
 
 pub mod compliance;
+pub mod numbers;
 pub mod pacing;
 pub mod result;
+pub mod rules;
 pub mod window;
