@@ -2,6 +2,7 @@
 //! simulator that compares them, and (later) campaigns, call lists and the compliance log.
 
 pub mod compliance;
+pub mod lines;
 pub mod numbers;
 pub mod pacing;
 pub mod result;
