@@ -442,7 +442,7 @@ impl<'a> Engine<'a> {
                     ring_ms,
                     live: true,
                 });
-                self.to_agents(c);
+                self.route_to_agents(c);
             }
             Outcome::Machine => {
                 if self.sc.amd.mode == AmdMode::Drop {
@@ -459,7 +459,7 @@ impl<'a> Engine<'a> {
                         ring_ms,
                         live: false,
                     });
-                    self.to_agents(c);
+                    self.route_to_agents(c);
                 }
             }
         }
@@ -475,7 +475,7 @@ impl<'a> Engine<'a> {
             live: false,
         });
         if call.outcome == Outcome::Machine && call.amd_false_negative {
-            self.to_agents(c);
+            self.route_to_agents(c);
             return;
         }
         if call.amd_false_positive {
@@ -490,7 +490,7 @@ impl<'a> Engine<'a> {
 
     /// An answered call heads for an agent: routing delay (or lost), then the queue; the
     /// abandon clock runs from answer (§4.1: "not bridged within 2.0 s of answer").
-    fn to_agents(&mut self, c: usize) {
+    fn route_to_agents(&mut self, c: usize) {
         let now = self.now;
         let call = &self.calls[c];
         let live = call.outcome == Outcome::Live;
