@@ -393,3 +393,25 @@ fn svg_has_one_point_per_policy_and_cli_writes_outputs() {
     assert!(run_cli(&bad, &baseline::resolve).is_err());
     let _ = plot::svg;
 }
+
+/// Prints the table of every reference scenario with its own policies (3 replications):
+/// `cargo test --test dialer_sim -- --ignored --nocapture reference_scenarios_table`.
+#[test]
+#[ignore]
+fn reference_scenarios_table() {
+    let dir = format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for p in files {
+        let args = CliArgs {
+            scenario: p,
+            replications: Some(3),
+            ..CliArgs::default()
+        };
+        println!("{}", run_cli(&args, &baseline::resolve).unwrap());
+    }
+}
