@@ -289,6 +289,18 @@ fn hostile_values_are_refused_clearly() {
             format!("{OK}[amd]\nfalse_positive = 1.5\n"),
             "amd.false_positive",
         ),
+        (
+            format!(
+                "{OK}{}",
+                (0..12)
+                    .map(|i| format!(
+                        "[[shocks]]\nat_secs = {i}.0\nagents = {}\n",
+                        (i % 2) * 10_000
+                    ))
+                    .collect::<String>()
+            ),
+            "sign-ins",
+        ),
     ];
     for (toml, key) in cases {
         let e = err(&toml);

@@ -162,7 +162,9 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    /// One replication of `sc` with seed `seed` (derive it with [`replication_seed`]).
+    /// One replication of `sc` with seed `seed` (derive it with [`replication_seed`]). `sc`
+    /// must have passed [`Scenario::validate`] (as [`super::simulate`] ensures): the bounds
+    /// there are what keep a run finite. `trace` records every attempt's outcome.
     pub fn new(sc: &'a Scenario, pacer: Box<dyn Pacer>, seed: u64, trace: bool) -> Self {
         let shift_ms = sc.shift_ms();
         let minutes = shift_ms.div_ceil(60_000) as usize + 1;
@@ -220,7 +222,7 @@ impl<'a> Engine<'a> {
                 let steps = diff.unsigned_abs();
                 let ramp = secs_to_ms(s.ramp_secs);
                 for k in 1..=steps {
-                    let t = t0 + ramp * k / steps;
+                    let t = t0.saturating_add(ramp.saturating_mul(k) / steps);
                     self.at(
                         t,
                         if diff > 0 {

@@ -6,12 +6,15 @@
 use serde::{Deserialize, Serialize};
 
 /// Upper bounds that keep a hostile or mistyped scenario from running for days or eating
-/// memory; generous for any §4.2 cell (100 agents × 8 h × 30 replications is ~1 % of them).
+/// memory; generous for any §4.2 cell (100 agents × 8 h × 30 replications × 8 policies is
+/// ~10 % of the agent-hour bound).
 pub const MAX_REPLICATIONS: u32 = 10_000;
 pub const MAX_AGENTS: u32 = 10_000;
 pub const MAX_SHIFT_HOURS: f64 = 24.0 * 7.0;
 /// Replications × shift hours × peak agents, summed over policies by the caller.
-pub const MAX_AGENT_HOURS: f64 = 20_000_000.0;
+pub const MAX_AGENT_HOURS: f64 = 2_000_000.0;
+/// Agent sign-ins and sign-outs over all shocks.
+pub const MAX_AGENT_STEPS: u64 = 100_000;
 /// Any single duration (mean or sd) above this is a typo (a day).
 const MAX_SECS: f64 = 86_400.0;
 
@@ -389,6 +392,20 @@ impl Scenario {
                     return Err(format!("{key}.agents must be ≤ {MAX_AGENTS}, got {a}"));
                 }
             }
+        }
+        // Each agent step is an event; bound them so a ramp storm can't eat memory.
+        let mut level = self.agents as u64;
+        let mut steps = 0u64;
+        for s in &sorted {
+            if let Some(a) = s.agents {
+                steps += level.abs_diff(a as u64);
+                level = a as u64;
+            }
+        }
+        if steps > MAX_AGENT_STEPS {
+            return Err(format!(
+                "shocks: {steps} agent sign-ins/outs in total, more than {MAX_AGENT_STEPS}"
+            ));
         }
         for s in sorted {
             live = s.p_live.unwrap_or(live);
