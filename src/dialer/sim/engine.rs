@@ -203,8 +203,15 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs the shift and returns the raw counts.
-    pub fn run(mut self) -> RepStats {
+    pub fn run(self) -> RepStats {
+        self.run_with_progress(&mut |_| {})
+    }
+
+    /// Runs the shift, calling `tenth(k)` as simulated time passes k tenths of it (long
+    /// runs show progress, issue 6).
+    pub fn run_with_progress(mut self, tenth: &mut dyn FnMut(u32)) -> RepStats {
         let sc = self.sc;
+        let mut last_tenth = 0u32;
         for _ in 0..sc.agents.min(super::scenario::MAX_AGENTS) {
             self.join();
         }
@@ -241,6 +248,11 @@ impl<'a> Engine<'a> {
                 break;
             }
             self.now = t;
+            let k = (t.saturating_mul(10) / self.shift_ms.max(1)) as u32;
+            if k > last_tenth {
+                last_tenth = k;
+                tenth(k);
+            }
             self.handle(ev);
             self.pace();
         }

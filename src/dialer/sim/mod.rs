@@ -33,8 +33,9 @@ pub type PacerFactory = Box<dyn Fn() -> Box<dyn Pacer>>;
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
     pub policy: &'a str,
-    /// Replications finished, over all policies.
-    pub done: u64,
+    /// Replications finished over all policies, with the running one's simulated-time
+    /// fraction (reported every tenth of a shift).
+    pub done: f64,
     pub total: u64,
 }
 
@@ -70,12 +71,19 @@ pub fn simulate(
     for (name, make) in policies {
         let mut reps = Vec::with_capacity(sc.replications as usize);
         for r in 0..sc.replications {
-            let stats = Engine::new(sc, make(), replication_seed(sc.seed, r), false).run();
+            let engine = Engine::new(sc, make(), replication_seed(sc.seed, r), false);
+            let stats = engine.run_with_progress(&mut |k| {
+                progress(Progress {
+                    policy: name,
+                    done: done as f64 + k as f64 / 10.0,
+                    total,
+                })
+            });
             reps.push(RepMetrics::from_stats(&stats));
             done += 1;
             progress(Progress {
                 policy: name,
-                done,
+                done: done as f64,
                 total,
             });
         }
@@ -110,7 +118,8 @@ pub struct CliArgs {
 const MAX_SCENARIO_BYTES: u64 = 1 << 20;
 
 /// Runs `simulate-dialer` and returns the text table for stdout; writes the JSON and SVG
-/// when asked, and progress to stderr (every 10 % of the replications). `resolve` turns a
+/// when asked, and progress to stderr (every 10 % of the total simulated time, so a single
+/// long replication shows progress too). `resolve` turns a
 /// policy name into a factory: pass [`baseline::resolve`], or the real policies' resolver
 /// falling back to it.
 pub fn run_cli(
@@ -152,11 +161,11 @@ pub fn run_cli(
     let mut last_decile = 0;
     let start = std::time::Instant::now();
     let report = simulate(&sc, &policies, &mut |p| {
-        let decile = p.done * 10 / p.total.max(1);
+        let decile = (p.done * 10.0 / p.total.max(1) as f64).floor() as u64;
         if decile > last_decile {
             last_decile = decile;
             eprintln!(
-                "simulate-dialer: {:>3} % ({}/{} replications, policy {}, {:.1} s)",
+                "simulate-dialer: {:>3} % ({:.1}/{} replications, policy {}, {:.1} s)",
                 decile * 10,
                 p.done,
                 p.total,
