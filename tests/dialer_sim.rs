@@ -406,7 +406,8 @@ fn svg_has_one_point_per_policy_and_cli_writes_outputs() {
     let _ = plot::svg;
 }
 
-/// Prints the table of every reference scenario with its own policies (3 replications):
+/// Prints the table of every reference scenario with its own policies (3 replications), and
+/// writes their JSON and SVG under `target/tmp`:
 /// `cargo test --test dialer_sim -- --ignored --nocapture reference_scenarios_table`.
 #[test]
 #[ignore]
@@ -419,9 +420,13 @@ fn reference_scenarios_table() {
         .collect();
     files.sort();
     for p in files {
+        let stem = p.file_stem().unwrap().to_string_lossy().to_string();
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
         let args = CliArgs {
             scenario: p,
             replications: Some(3),
+            json: Some(out.join(format!("{stem}.json"))),
+            svg: Some(out.join(format!("{stem}.svg"))),
             ..CliArgs::default()
         };
         println!("{}", run_cli(&args, &baseline::resolve).unwrap());
