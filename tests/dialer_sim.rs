@@ -432,3 +432,30 @@ fn reference_scenarios_table() {
         println!("{}", run_cli(&args, &baseline::resolve).unwrap());
     }
 }
+
+/// §4.2 S8: one agent signs in every 30 s over the first 10 minutes, so the shift loses
+/// exactly 30 s × (1 + … + 20) of logged-in time.
+#[test]
+fn ramp_up_signs_agents_in_one_at_a_time() {
+    let sc = short("s8-ramp-up.toml", 1.0);
+    let st = Engine::new(
+        &sc,
+        Box::new(RefProgressive),
+        replication_seed(sc.seed, 0),
+        false,
+    )
+    .run();
+    assert_eq!(st.logged_in_ms, 20 * 3_600_000 - 30_000 * 210);
+    assert!(st.dials > 0 && st.busy_ms > 0);
+}
+
+/// §4.1/§4.3: an AMD false positive is a silent call, counted abandoned even under
+/// progressive pacing, which otherwise never abandons.
+#[test]
+fn amd_false_positives_are_abandons() {
+    let mut sc = short("s2-base.toml", 4.0);
+    sc.amd.false_positive = 0.05;
+    let rep = simulate(&sc, &progressive(), &mut |_| {}).unwrap();
+    let ab = rep.policies[0].abandon_rate.mean;
+    assert!((ab - 0.05).abs() < 0.015, "{ab}");
+}
