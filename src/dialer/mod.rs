@@ -7,4 +7,5 @@ pub mod numbers;
 pub mod pacing;
 pub mod result;
 pub mod rules;
+pub mod sim;
 pub mod window;
