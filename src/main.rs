@@ -26,6 +26,20 @@ enum Command {
     },
     /// Validate a config file and exit: 0 when valid, 2 with the offending key otherwise.
     CheckConfig { file: PathBuf },
+    /// Discrete-event simulation of pacing policies (predictive-dialing.md §4): occupancy,
+    /// abandon rates and calls per agent-hour per policy, as a table, JSON and an SVG plot.
+    SimulateDialer {
+        scenario: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        #[arg(long)]
+        replications: Option<u32>,
+        /// Comma-separated, e.g. progressive,ratio-idle-1.5 (default: the scenario's list).
+        #[arg(long)]
+        policies: Option<String>,
+    },
     /// Inspect the grid outbox and its dead letters (works while the daemon runs).
     Outbox {
         /// The daemon's config (for its state directory); embedded defaults when omitted.
@@ -142,6 +156,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Outbox { config, op } => outbox_command(config, op),
+        Command::SimulateDialer {
+            scenario,
+            json,
+            svg,
+            replications,
+            policies,
+        } => {
+            let args = gridedge::dialer::sim::CliArgs {
+                scenario,
+                json,
+                svg,
+                replications,
+                policies,
+            };
+            match gridedge::dialer::sim::run_cli(&args, &gridedge::dialer::sim::baseline::resolve) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gridedge: simulate-dialer: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
                 // What `run` would refuse at start-up, check-config refuses too.
