@@ -2,3 +2,4 @@
 //! simulator that compares them, and (later) campaigns, call lists and the compliance log.
 
 pub mod pacing;
+pub mod policies;
