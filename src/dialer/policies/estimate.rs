@@ -159,6 +159,22 @@ impl CdfTable {
     }
 }
 
+impl CdfTable {
+    /// The residual-life probability averaged over several horizons: P(X ≤ e + hₖ | X > e)
+    /// averaged over k. The predictive policy pairs an answer arriving at τ with an agent
+    /// free by τ + grace, τ spread over the horizon, instead of "any time within H".
+    #[inline]
+    pub fn residual_avg(&self, e: f64, hs: &[f64; 3]) -> f64 {
+        let fe = self.cdf(e);
+        let s = 1.0 - fe;
+        if s < 1e-9 {
+            return 0.0;
+        }
+        let sum: f64 = hs.iter().map(|&h| self.cdf(e + h) - fe).sum();
+        (sum / (3.0 * s)).clamp(0.0, 1.0)
+    }
+}
+
 /// Exponentially weighted mean and variance of a positive duration, with a prior worth
 /// `prior_weight` observations (Finch 2009, "Incremental calculation of weighted mean and
 /// variance"). The effective memory is `window` observations.

@@ -17,6 +17,8 @@ pub mod vicidial;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod simcheck;
 
 use serde::Deserialize;
 

@@ -40,6 +40,10 @@ pub struct PredictiveConfig {
     pub correction_every: u32,
     /// Gain of that correction, in [0, 2]; 0 turns it off. Default 0.5.
     pub correction_gain: f64,
+    /// α_eff starts at α × this, in [0.05, 2]. Default 0.35: the look-ahead ignores answers
+    /// beyond H and pairs answers and frees only on average, and measured ≈ 3× its own
+    /// overflow estimate in the simcheck DES (S2); the correction then tunes it.
+    pub initial_alpha_scale: f64,
     /// Fewer active agents than this: small-team mode (progressive plus agents nearly certain
     /// to free up), in [0, 10000]. Default 6 (§4.2 S4's vendor minimums).
     pub min_agents: u32,
@@ -66,6 +70,10 @@ pub struct PredictiveConfig {
     pub reconverge_outcomes: u32,
     /// Cap on calls in flight plus bridged per active agent, in [1, 10]. Default 3 (§4.1 trunks).
     pub max_lines_per_agent: f64,
+    /// How long an answered call may wait for an agent before it is abandoned (s), in [0, 10].
+    /// Default 2 (§3.1, §4.1). A busy agent counts as free for an answer at τ within the
+    /// horizon if it frees by τ + grace (not merely "within H": that over-counts, §4.4 B3b).
+    pub grace_s: f64,
     /// Above this many active agents the normal approximation replaces exact convolution,
     /// in [1, 10000]. Default 30 (§4.4 B3b).
     pub normal_above: u32,
@@ -98,6 +106,7 @@ impl Default for PredictiveConfig {
             margin: 0.2,
             correction_every: 100,
             correction_gain: 0.5,
+            initial_alpha_scale: 0.35,
             min_agents: 6,
             small_team_q: 0.95,
             cold_start_outcomes: 50,
@@ -108,6 +117,7 @@ impl Default for PredictiveConfig {
             shock_hold_ms: 60_000,
             reconverge_outcomes: 30,
             max_lines_per_agent: 3.0,
+            grace_s: 2.0,
             normal_above: 30,
             prior_live: 0.3,
             prior_machine: 0.15,
@@ -130,6 +140,7 @@ impl PredictiveConfig {
         check_range("margin", self.margin, 0.0, 0.9)?;
         check_range("correction_every", self.correction_every.into(), 10.0, 1e5)?;
         check_range("correction_gain", self.correction_gain, 0.0, 2.0)?;
+        check_range("initial_alpha_scale", self.initial_alpha_scale, 0.05, 2.0)?;
         check_range("min_agents", self.min_agents.into(), 0.0, 1e4)?;
         check_range("small_team_q", self.small_team_q, 0.5, 1.0)?;
         check_range(
@@ -155,6 +166,7 @@ impl PredictiveConfig {
             1e5,
         )?;
         check_range("max_lines_per_agent", self.max_lines_per_agent, 1.0, 10.0)?;
+        check_range("grace_s", self.grace_s, 0.0, 10.0)?;
         check_range("normal_above", self.normal_above.into(), 1.0, 1e4)?;
         check_range("prior_live", self.prior_live, 0.01, 1.0)?;
         check_range("prior_machine", self.prior_machine, 0.0, 1.0)?;
@@ -189,6 +201,8 @@ pub enum Mode {
 /// Expected free agents below which nobody can take a call within H (the policy's horizon
 /// rule: zero launches).
 const MIN_FREE: f64 = 0.05;
+/// α_eff never goes below this fraction of α.
+const ALPHA_EFF_MIN: f64 = 0.05;
 /// Priors count as this many observations.
 const PRIOR_WEIGHT: f64 = 5.0;
 
@@ -246,11 +260,13 @@ impl PredictivePacer {
         c.alpha = fin(c.alpha, d.alpha, 1e-6, 0.2);
         c.margin = fin(c.margin, d.margin, 0.0, 0.9);
         c.correction_gain = fin(c.correction_gain, d.correction_gain, 0.0, 2.0);
+        c.initial_alpha_scale = fin(c.initial_alpha_scale, d.initial_alpha_scale, 0.05, 2.0);
         c.small_team_q = fin(c.small_team_q, d.small_team_q, 0.5, 1.0);
         c.shock_window = fin(c.shock_window, d.shock_window, 5.0, 1000.0);
         c.shock_z = fin(c.shock_z, d.shock_z, 2.0, 20.0);
         c.shock_agent_drop = fin(c.shock_agent_drop, d.shock_agent_drop, 0.05, 1.0);
         c.max_lines_per_agent = fin(c.max_lines_per_agent, 3.0, 1.0, 10.0);
+        c.grace_s = fin(c.grace_s, 2.0, 0.0, 10.0);
         c.correction_every = c.correction_every.max(1);
         c.normal_above = c.normal_above.max(1);
         let ring = MomentEstimator::new(c.prior_ring_s, c.prior_ring_cv, PRIOR_WEIGHT, c.window);
@@ -264,7 +280,7 @@ impl PredictivePacer {
         let outcomes = OutcomeEstimator::new(c.prior_live, c.prior_machine, 20.0, c.window);
         let fast = OutcomeEstimator::new(c.prior_live, c.prior_machine, 5.0, c.shock_window);
         let mut p = PredictivePacer {
-            alpha_eff: c.alpha,
+            alpha_eff: c.alpha * c.initial_alpha_scale,
             ring_tab: CdfTable::new(ring.lognormal(), 0.5, 300.0),
             handle_tab: CdfTable::new(talk.lognormal(), 1.0, 3600.0),
             wrap_tab: CdfTable::new(wrap.lognormal(), 1.0, 900.0),
@@ -472,13 +488,17 @@ impl Pacer for PredictivePacer {
                     self.push_outcome(Outcome::Machine);
                 }
                 if self.block_live >= self.cfg.correction_every {
-                    // Outer integral loop on the measured abandon rate (§4.4 B3b).
+                    // Outer integral loop on the measured abandon rate (§4.4 B3b), in the log
+                    // domain: the model's bias is a factor (≈ 3× optimistic in the simcheck
+                    // DES), so the correction is multiplicative and symmetric.
                     let r = f64::from(self.block_drops) / f64::from(self.block_live);
-                    let a = self.alpha_eff + self.cfg.correction_gain * (self.cfg.alpha - r);
+                    let err = (self.cfg.alpha - r) / self.cfg.alpha;
+                    let a =
+                        self.alpha_eff * (self.cfg.correction_gain * err.clamp(-3.0, 1.0)).exp();
                     self.alpha_eff = fin(
                         a,
                         self.cfg.alpha,
-                        0.1 * self.cfg.alpha,
+                        ALPHA_EFF_MIN * self.cfg.alpha,
                         2.0 * self.cfg.alpha,
                     );
                     self.block_live = 0;
@@ -525,13 +545,16 @@ impl Pacer for PredictivePacer {
             self.last_refresh_ms = Some(now);
         }
         let h = self.horizon_s;
+        // An answer at τ needs an agent free by τ + grace; τ spread over the horizon.
+        let g = self.cfg.grace_s;
+        let hs = [h / 6.0 + g, h / 2.0 + g, 5.0 * h / 6.0 + g];
         self.qs.clear();
         let mut sum_q = 0.0;
         for a in view.agents {
             let e = now.saturating_sub(a.since_ms) as f64 / 1000.0;
             let q = match a.phase {
-                AgentPhase::Talking => self.handle_tab.residual(e, h),
-                AgentPhase::WrapUp => self.wrap_tab.residual(e, h),
+                AgentPhase::Talking => self.handle_tab.residual_avg(e, &hs),
+                AgentPhase::WrapUp => self.wrap_tab.residual_avg(e, &hs),
                 AgentPhase::Ready | AgentPhase::Paused => continue,
             };
             sum_q += q;
@@ -784,7 +807,7 @@ mod tests {
             p.observe(&Feedback::Abandoned { at_ms: 1 });
         }
         assert!(p.alpha_eff() < a0);
-        assert!(p.alpha_eff() >= 0.1 * 0.03 - 1e-12);
+        assert!(p.alpha_eff() >= ALPHA_EFF_MIN * 0.03 - 1e-12);
     }
 
     #[test]
