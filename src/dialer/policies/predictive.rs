@@ -2,8 +2,10 @@
 //! "super-progressive" / Issabel / Sytel style) with the corrections issue 6 asks for.
 //!
 //! At each decision, with H = the expected answer delay of a new dial:
-//! - Free(H) = READY + Σᵢ qᵢ, qᵢ = P(agent i's remaining talk + wrap ≤ H | elapsed), from the
-//!   fitted residual life (not Issabel's unconditional CDF);
+//! - Free(H) = READY + Σᵢ qᵢ, qᵢ = P(agent i's remaining talk + wrap ≤ τ + grace | elapsed)
+//!   averaged over answer times τ ∈ {H/6, H/2, 5H/6}, from the fitted residual life (not
+//!   Issabel's unconditional CDF). Counting any agent free "within H" paired an answer at 1 s
+//!   with an agent free at 9 s and abandoned it; the pairing removes part of that bias;
 //! - Answers(H) = waiting + Poisson-binomial over ringing calls with
 //!   pⱼ = P(live answer within H | still ringing after eⱼ), plus n new dials at p̂·P(ring ≤ H);
 //! - n = the largest count with E[(Answers − Free)⁺]/E[Answers] ≤ α_eff·(1 − margin), by exact
@@ -11,7 +13,8 @@
 //!   `normal_above` agents.
 //!
 //! Corrections: α_eff follows the measured abandon rate (an outer integral loop, Cisco-style,
-//! §4.4 B3b), and the policy falls back to progressive (B0) where the model cannot be trusted:
+//! §4.4 B3b, multiplicative because the model's residual bias is a factor: it ignores answers
+//! after H and pairs answers with frees only on average), and the policy falls back to progressive (B0) where the model cannot be trusted:
 //! at cold start, after a detected shock (answer rate far from the estimate, or ≥ 30 % of the
 //! agents gone within a minute; §4.2 S7) until the estimates re-converge, and for small teams
 //! (§4.4's acceptance: "In S4 (N = 5) never worse than B0 on abandon rate"). It never launches
