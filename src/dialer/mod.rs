@@ -5,6 +5,7 @@ pub mod compliance;
 pub mod lines;
 pub mod numbers;
 pub mod pacing;
+pub mod policies;
 pub mod result;
 pub mod rules;
 pub mod sim;

@@ -96,4 +96,8 @@ pub trait Pacer: Send {
     /// Calls to launch now. Never more than `view.line_headroom`; 0 when no agent can take a
     /// call within the policy's horizon.
     fn launch(&mut self, view: &PacingView<'_>) -> u32;
+
+    /// `n` agents asked for the next record (preview dialing). Only the preview policy acts on
+    /// it; the others ignore it, so the runtime can drive any boxed policy the same way.
+    fn request(&mut self, _n: u32) {}
 }
