@@ -170,7 +170,7 @@ fn main() -> ExitCode {
                 replications,
                 policies,
             };
-            match gridedge::dialer::sim::run_cli(&args, &gridedge::dialer::sim::baseline::resolve) {
+            match gridedge::dialer::sim::run_cli(&args, &gridedge::dialer::sim::resolve_policy) {
                 Ok(table) => {
                     print!("{table}");
                     ExitCode::SUCCESS

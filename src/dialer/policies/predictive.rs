@@ -35,7 +35,10 @@ use crate::dialer::pacing::{AgentPhase, Feedback, Pacer, PacingView};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PredictiveConfig {
-    /// Target abandon rate α (abandons / live answers), in (0, 0.2]. Default 0.03 (§3.1 FCC/TSR).
+    /// Target abandon rate α (abandons / live answers), in (0, 0.2]. Default 0.025: the
+    /// self-correction settles the measured rate at the target, so aiming at the legal 3 %
+    /// (§3.1 FCC/TSR) itself would put half the periods above it; 2.5 % kept S2 at 2.54 %
+    /// with no hour above 4.4 % in `simulate-dialer` (6 replications).
     pub alpha: f64,
     /// Safety margin: the model aims at α_eff·(1 − margin), in [0, 0.9]. Default 0.2.
     pub margin: f64,
@@ -105,7 +108,7 @@ pub struct PredictiveConfig {
 impl Default for PredictiveConfig {
     fn default() -> Self {
         PredictiveConfig {
-            alpha: 0.03,
+            alpha: 0.025,
             margin: 0.2,
             correction_every: 100,
             correction_gain: 0.5,
@@ -810,7 +813,7 @@ mod tests {
             p.observe(&Feedback::Abandoned { at_ms: 1 });
         }
         assert!(p.alpha_eff() < a0);
-        assert!(p.alpha_eff() >= ALPHA_EFF_MIN * 0.03 - 1e-12);
+        assert!(p.alpha_eff() >= ALPHA_EFF_MIN * 0.025 - 1e-12);
     }
 
     #[test]

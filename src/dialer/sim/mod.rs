@@ -187,3 +187,53 @@ pub fn run_cli(
     }
     Ok(out)
 }
+
+/// The policies `simulate-dialer` knows by name: `preview`, `progressive`, `predictive` (and
+/// `predictive-A` with an abandon target of A percent),
+/// `erlang`, `vicidial-hard-limit`, `vicidial-average`, `vicidial-tapered`, `ratio-idle-K` and
+/// `ratio-vici-K` (fixed ratio K per idle agent, or VICIdial's per active agent) are the
+/// daemon's own policies (`dialer::policies`); `ref-progressive`, `ref-ratio-idle-K` and
+/// `ref-ratio-vici-K` are the simulator's independent reference implementations
+/// ([`baseline`]), kept for validation.
+pub fn resolve_policy(name: &str) -> anyhow::Result<PacerFactory> {
+    if let Some(reference) = name.strip_prefix("ref-") {
+        return baseline::resolve(reference);
+    }
+    let toml = match name {
+        "preview" | "progressive" | "predictive" | "erlang" => format!("policy = \"{name}\""),
+        "vicidial-hard-limit" | "vicidial-average" | "vicidial-tapered" => format!(
+            "policy = \"vicidial\"\nmethod = \"{}\"",
+            &name["vicidial-".len()..]
+        ),
+        _ if name.starts_with("predictive-") => {
+            // predictive-A: the predictive policy with an abandon target of A percent.
+            let a = &name["predictive-".len()..];
+            let a: f64 = a
+                .parse()
+                .map_err(|_| anyhow::anyhow!("policy `{name}`: `{a}` is not a number"))?;
+            format!("policy = \"predictive\"\nalpha = {}", a / 100.0)
+        }
+        _ => {
+            let (per, k) = if let Some(k) = name.strip_prefix("ratio-idle-") {
+                ("idle", k)
+            } else if let Some(k) = name.strip_prefix("ratio-vici-") {
+                ("active", k)
+            } else {
+                anyhow::bail!(
+                    "unknown policy `{name}` (preview, progressive, predictive, erlang, \
+                     vicidial-hard-limit, vicidial-average, vicidial-tapered, ratio-idle-K, \
+                     ratio-vici-K, or ref-progressive / ref-ratio-idle-K / ref-ratio-vici-K)"
+                )
+            };
+            let k: f64 = k
+                .parse()
+                .map_err(|_| anyhow::anyhow!("policy `{name}`: `{k}` is not a number"))?;
+            format!("policy = \"ratio\"\nratio = {k}\nper = \"{per}\"")
+        }
+    };
+    let cfg: crate::dialer::policies::PacerConfig =
+        toml::from_str(&toml).map_err(|e| anyhow::anyhow!("policy `{name}`: {e}"))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("policy `{name}`: {e}"))?;
+    Ok(Box::new(move || cfg.build()))
+}
