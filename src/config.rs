@@ -57,6 +57,8 @@ pub struct Config {
     pub grid: crate::grid::targets::GridConfig,
     /// `[grid_api]`: the routes the grid platform calls (seed 000 §二 网格化调用端).
     pub grid_api: crate::api::grid::GridApiConfig,
+    /// `[dialer]`: the campaign runtime (call tasks, lines, origination).
+    pub dialer: crate::dialer::config::DialerConfig,
 }
 
 /// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
@@ -573,6 +575,7 @@ impl Config {
     /// Cross-field and range checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.outbox.validate().map_err(|(k, r)| invalid(k, r))?;
+        self.dialer.validate().map_err(|(k, r)| invalid(k, r))?;
         self.grid.validate().map_err(|(k, r)| invalid(k, r))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;

@@ -365,6 +365,18 @@ pub async fn run(
         None
     };
 
+    // The campaign runtime: its tables, gateways and tasks; it runs once ESL is up.
+    let dialer = crate::dialer::service::DialerService::open(
+        &cfg.db_path(),
+        cfg.dialer.clone(),
+        cfg.presence.acw_secs * 1000,
+        Arc::clone(&agents),
+        Arc::clone(&hub),
+        &metrics,
+        Now::system(),
+    )
+    .context("opening the dialer")?;
+
     // HTTP first, so /healthz answers while SIP comes up.
     let api_state = Arc::new(ApiState {
         metrics: Arc::clone(&metrics),
@@ -377,21 +389,27 @@ pub async fn run(
     {
         let router = api::router(
             Arc::clone(&api_state),
-            mgmt_state.clone(),
-            Arc::clone(&stream_state),
-            Arc::new(api::cdr::CdrReceiverState {
-                service: Arc::clone(&cdr),
-                metrics: Arc::clone(&metrics),
-                allow: cfg.cdr.allow.clone(),
-                credentials: cfg.cdr.credentials.clone(),
-                max_body_bytes: cfg.cdr.max_body_bytes,
-            }),
-            &cfg.cdr.receiver_path,
-            Arc::new(api::outbox::OutboxAdminState {
+            api::Surfaces {
                 mgmt: mgmt_state.clone(),
-                outbox: Arc::clone(&outbox),
-            }),
-            grid_state,
+                stream: Arc::clone(&stream_state),
+                cdr: Arc::new(api::cdr::CdrReceiverState {
+                    service: Arc::clone(&cdr),
+                    metrics: Arc::clone(&metrics),
+                    allow: cfg.cdr.allow.clone(),
+                    credentials: cfg.cdr.credentials.clone(),
+                    max_body_bytes: cfg.cdr.max_body_bytes,
+                }),
+                cdr_path: cfg.cdr.receiver_path.clone(),
+                outbox: Arc::new(api::outbox::OutboxAdminState {
+                    mgmt: mgmt_state.clone(),
+                    outbox: Arc::clone(&outbox),
+                }),
+                grid: grid_state,
+                campaign: Arc::new(api::campaign::CampaignState {
+                    mgmt: mgmt_state.clone(),
+                    dialer: Arc::clone(&dialer),
+                }),
+            },
         );
         let token = shutdown.clone();
         let max_http = cfg.http.max_connections;
@@ -497,9 +515,10 @@ pub async fn run(
         cfg.grid.sync_secs,
         shutdown.clone(),
     ));
+    let (dialer_tx, dialer_rx) = tokio::sync::mpsc::channel(cfg.dialer.event_queue);
     if cfg.esl.enabled {
         let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(cfg.esl.queue);
-        let (_esl, esl_task) = EslClient::spawn(
+        let (esl, esl_task) = EslClient::spawn(
             esl_client_config(&cfg)?,
             feed_tx,
             Arc::clone(&metrics),
@@ -515,8 +534,14 @@ pub async fn run(
             metrics: Arc::clone(&metrics),
             tracker: ChannelTracker::new(100_000, &LegVariables::default().task_code),
             queue_board: Arc::clone(&queue_board),
+            dialer: Some((Arc::clone(&dialer), dialer_tx)),
         };
         tasks.spawn(adapter.run(feed_rx, shutdown.clone()));
+        tasks.spawn(Arc::clone(&dialer).run(Some(esl), dialer_rx, shutdown.clone()));
+    } else {
+        // No softswitch: tasks can be set up and expire, nothing is dialled.
+        drop(dialer_tx);
+        tasks.spawn(Arc::clone(&dialer).run(None, dialer_rx, shutdown.clone()));
     }
     // Presence is flushed by its own persister after the other tasks stop (see below).
     let presence_stop = CancellationToken::new();

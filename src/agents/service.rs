@@ -963,6 +963,32 @@ impl AgentsService {
         }
     }
 
+    /// Every project's agents that presence knows, with their state and since when (for the
+    /// dialer's pacing and its choice of agent). Disabled extensions are left out.
+    pub fn project_agents(
+        &self,
+    ) -> std::collections::HashMap<String, Vec<(String, AgentState, u64)>> {
+        // Same order as `command`: directory, then presence.
+        let dir = lock(&self.dir);
+        let p = lock(&self.presence);
+        let mut out: std::collections::HashMap<String, Vec<(String, AgentState, u64)>> =
+            std::collections::HashMap::new();
+        for e in dir.extensions.values() {
+            let Some(code) = &e.project else { continue };
+            if !e.enabled {
+                continue;
+            }
+            if let Some(seat) = p.seat(e.number.as_str()) {
+                out.entry(code.as_str().to_owned()).or_default().push((
+                    e.number.as_str().to_owned(),
+                    seat.machine.state().clone(),
+                    seat.machine.since_ms(),
+                ));
+            }
+        }
+        out
+    }
+
     /// The project an extension belongs to.
     pub fn project_of(&self, user: &str) -> Option<ProjectCode> {
         lock(&self.dir)

@@ -90,9 +90,9 @@ impl Route {
 /// A failed request: HTTP status (also the envelope's `code`), a metrics label, a message.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    label: &'static str,
-    msg: String,
+    pub(crate) status: StatusCode,
+    pub(crate) label: &'static str,
+    pub(crate) msg: String,
 }
 
 impl ApiError {
@@ -104,7 +104,7 @@ impl ApiError {
         }
     }
 
-    fn bad(msg: impl Into<String>) -> Self {
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_param", msg)
     }
 }
@@ -147,7 +147,7 @@ pub fn error_body(status: StatusCode, msg: &str) -> Response {
     json_response(status, &body)
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(
@@ -159,7 +159,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn ok(data: Option<Value>) -> Value {
+pub(crate) fn ok(data: Option<Value>) -> Value {
     let mut v = json!({ "reqResult": { "code": 1, "msg": "成功" } });
     if let Some(d) = data {
         v["data"] = d;
@@ -169,10 +169,10 @@ fn ok(data: Option<Value>) -> Value {
 
 /// Request parameters: the query string and, for POST, the form body. A name given twice is
 /// refused rather than guessed at.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
+    pub(crate) fn parse(query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
         let mut out: Vec<(String, String)> = Vec::new();
         for part in [query.unwrap_or("").as_bytes(), body] {
             if std::str::from_utf8(part).is_err() {
@@ -193,7 +193,7 @@ impl Params {
         Ok(Params(out))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -201,12 +201,12 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    fn required(&self, name: &str) -> Result<&str, ApiError> {
+    pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name)
             .ok_or_else(|| ApiError::bad(format!("missing parameter {name}")))
     }
 
-    fn project(&self) -> Result<ProjectCode, ApiError> {
+    pub(crate) fn project(&self) -> Result<ProjectCode, ApiError> {
         ProjectCode::parse(self.required("projectCode")?)
             .map_err(|e| ApiError::bad(format!("projectCode: {e}")))
     }
@@ -222,7 +222,7 @@ impl Params {
             .transpose()
     }
 
-    fn int(&self, name: &str) -> Result<i64, ApiError> {
+    pub(crate) fn int(&self, name: &str) -> Result<i64, ApiError> {
         let v = self.required(name)?;
         v.parse::<i64>()
             .map_err(|_| ApiError::bad(format!("parameter {name} must be an integer, got {v:?}")))
@@ -283,7 +283,33 @@ async fn serve(
     uri: &Uri,
     body: Body,
 ) -> Result<Value, ApiError> {
-    // Authentication first: nobody learns anything about routes or parameters without it.
+    let params = read_signed(st, peer, method, route.method(), headers, uri, body).await?;
+    let agents = Arc::clone(&st.agents);
+    let hub = Arc::clone(&st.hub);
+    // Directory work blocks on SQLite.
+    tokio::task::spawn_blocking(move || execute(route, &agents, &hub, &params))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; nothing was changed",
+            )
+        })?
+}
+
+/// The part every seed 004 route shares: authentication (before anything else, so nobody
+/// learns about routes or parameters without it), the method, the bounded body, and the
+/// parameters.
+pub(crate) async fn read_signed(
+    st: &MgmtState,
+    peer: SocketAddr,
+    method: Method,
+    expected: Method,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+) -> Result<Params, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     {
         let req = SignedRequest {
@@ -298,11 +324,11 @@ async fn serve(
             .unwrap_or_else(|e| e.into_inner())
             .check(&req, now.unix_ms)?;
     }
-    if method != route.method() {
+    if method != expected {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "bad_method",
-            format!("{} {} expects {}", method, uri.path(), route.method()),
+            format!("{} {} expects {}", method, uri.path(), expected),
         ));
     }
     let bytes = axum::body::to_bytes(body, st.max_body_bytes)
@@ -314,19 +340,7 @@ async fn serve(
                 format!("request body exceeds {} bytes", st.max_body_bytes),
             )
         })?;
-    let params = Params::parse(uri.query(), &bytes)?;
-    let agents = Arc::clone(&st.agents);
-    let hub = Arc::clone(&st.hub);
-    // Directory work blocks on SQLite.
-    tokio::task::spawn_blocking(move || execute(route, &agents, &hub, &params))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; nothing was changed",
-            )
-        })?
+    Params::parse(uri.query(), &bytes)
 }
 
 fn work_status(p: &Params, allowed: &[i64]) -> Result<i64, ApiError> {

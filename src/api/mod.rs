@@ -1,8 +1,10 @@
 //! The HTTP listener: `/metrics`, `/healthz`, `/readyz`, seed 004's management routes
 //! ([`mgmt`], authenticated by [`sign`]) and the STOMP event stream ([`stream`], over
 //! WebSocket or SockJS, framed by [`stomp`] and [`sockjs`]) and the grid platform's query
-//! routes ([`grid`], at configurable paths).
+//! routes ([`grid`], at configurable paths), and the dialer's call-task, line and call-log
+//! routes ([`campaign`]).
 
+pub mod campaign;
 pub mod cdr;
 pub mod grid;
 pub mod listener;
@@ -31,27 +33,31 @@ pub struct ApiState {
     pub ready: AtomicBool,
 }
 
+/// The state of each group of routes.
+pub struct Surfaces {
+    pub mgmt: Arc<mgmt::MgmtState>,
+    pub stream: Arc<stream::StreamState>,
+    pub cdr: Arc<cdr::CdrReceiverState>,
+    pub cdr_path: String,
+    pub outbox: Arc<outbox::OutboxAdminState>,
+    pub grid: Option<Arc<grid::GridState>>,
+    pub campaign: Arc<campaign::CampaignState>,
+}
+
 /// The whole HTTP surface. Unknown paths get seed 004's JSON envelope with 404, never an
 /// empty or HTML body.
-pub fn router(
-    state: Arc<ApiState>,
-    mgmt_state: Arc<mgmt::MgmtState>,
-    stream_state: Arc<stream::StreamState>,
-    cdr_state: Arc<cdr::CdrReceiverState>,
-    cdr_path: &str,
-    outbox_state: Arc<outbox::OutboxAdminState>,
-    grid_state: Option<Arc<grid::GridState>>,
-) -> Router {
+pub fn router(state: Arc<ApiState>, s: Surfaces) -> Router {
     let r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
-        .merge(mgmt::routes(mgmt_state))
-        .merge(stream::routes(stream_state))
-        .merge(cdr::routes(cdr_path, cdr_state))
-        .merge(outbox::routes(outbox_state));
-    let r = match grid_state {
+        .merge(mgmt::routes(s.mgmt))
+        .merge(stream::routes(s.stream))
+        .merge(cdr::routes(&s.cdr_path, s.cdr))
+        .merge(outbox::routes(s.outbox))
+        .merge(campaign::routes(s.campaign));
+    let r = match s.grid {
         Some(g) => r.merge(grid::routes(g)),
         None => r,
     };

@@ -97,6 +97,11 @@ pub struct Attempt {
     /// The pacing decision that launched it (policy, counted agents, calls in flight), for
     /// audits.
     pub pacing: Option<String>,
+    /// Seed 004's `resultDetail` code (dialer/result.rs); `None` for attempts logged before
+    /// migration 7.
+    pub result_detail: Option<u8>,
+    /// The task number (`task_numbers.id`) this attempt dialled.
+    pub task_number_id: Option<i64>,
 }
 
 /// Live answers and abandons in a window, and their ratio.
@@ -142,8 +147,8 @@ impl<'a> ComplianceLog<'a> {
     pub fn append(&self, a: &Attempt) -> Result<i64, StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO dial_attempts (campaign, number, caller_id, dialed_ms, answered_ms, bridged_ms, ended_ms, outcome, live, agent, call_id, pacing) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO dial_attempts (campaign, number, caller_id, dialed_ms, answered_ms, bridged_ms, ended_ms, outcome, live, agent, call_id, pacing, result_detail, task_number_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 a.campaign,
@@ -158,6 +163,8 @@ impl<'a> ComplianceLog<'a> {
                 a.agent,
                 a.call_id,
                 a.pacing,
+                a.result_detail,
+                a.task_number_id,
             ])?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -200,7 +207,7 @@ impl<'a> ComplianceLog<'a> {
         limit: usize,
     ) -> Result<Vec<(i64, Attempt)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, campaign, number, caller_id, dialed_ms, answered_ms, bridged_ms, ended_ms, outcome, agent, call_id, pacing \
+            "SELECT id, campaign, number, caller_id, dialed_ms, answered_ms, bridged_ms, ended_ms, outcome, agent, call_id, pacing, result_detail, task_number_id \
              FROM dial_attempts WHERE campaign = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![campaign, after, limit as i64], |r| {
@@ -219,6 +226,8 @@ impl<'a> ComplianceLog<'a> {
                     agent: r.get(9)?,
                     call_id: r.get(10)?,
                     pacing: r.get(11)?,
+                    result_detail: r.get(12)?,
+                    task_number_id: r.get(13)?,
                 },
             ))
         })?;
@@ -267,6 +276,8 @@ mod tests {
             agent: None,
             call_id: None,
             pacing: Some("predictive n=2 ready=3".into()),
+            result_detail: None,
+            task_number_id: None,
         }
     }
 

@@ -209,6 +209,53 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER dial_attempts_no_delete BEFORE DELETE ON dial_attempts
         BEGIN SELECT RAISE(ABORT, 'the compliance log is append-only'); END;
     "#,
+    // 7: the campaign runtime (dialer/store.rs): gateways (lines), call lists, the blacklist,
+    // call tasks and each task's numbers. The compliance log gains the seed 004
+    // resultDetail of each attempt and the task number it dialled.
+    r#"
+    CREATE TABLE gateways (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        gw_code      TEXT NOT NULL UNIQUE,
+        status       INTEGER NOT NULL,
+        concurrency  INTEGER NOT NULL,
+        body         TEXT NOT NULL
+    );
+    CREATE TABLE call_list_entries (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        list_id   TEXT NOT NULL,
+        number    TEXT NOT NULL,
+        added_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX call_list_entries_list ON call_list_entries (list_id, id);
+    CREATE INDEX call_list_entries_number ON call_list_entries (list_id, number);
+    CREATE TABLE blacklist (
+        number    TEXT PRIMARY KEY,
+        added_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE call_tasks (
+        code          TEXT PRIMARY KEY,
+        project_code  TEXT NOT NULL,
+        status        INTEGER NOT NULL,
+        created_ms    INTEGER NOT NULL,
+        updated_ms    INTEGER NOT NULL,
+        body          TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE task_numbers (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_code        TEXT NOT NULL,
+        number           TEXT NOT NULL,
+        entry_id         INTEGER,
+        state            INTEGER NOT NULL DEFAULT 0,
+        next_at_ms       INTEGER NOT NULL DEFAULT 0,
+        retries          INTEGER NOT NULL DEFAULT 0,
+        last_result      INTEGER,
+        last_attempt_id  INTEGER
+    );
+    CREATE INDEX task_numbers_due ON task_numbers (task_code, state, next_at_ms, id);
+    CREATE INDEX task_numbers_number ON task_numbers (task_code, number);
+    ALTER TABLE dial_attempts ADD COLUMN result_detail INTEGER;
+    ALTER TABLE dial_attempts ADD COLUMN task_number_id INTEGER;
+    "#,
 ];
 
 pub struct Store {
@@ -477,6 +524,10 @@ impl Store {
     /// Gives up the wrapper for a subsystem that owns its connection (the outbox writer).
     pub fn into_connection(self) -> Connection {
         self.conn
+    }
+
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     pub fn connection(&self) -> &Connection {

@@ -3,6 +3,8 @@
 //! - channel events → [`ChannelTracker`] → `CallEvent`s → presence (ringing, talking, hold,
 //!   after-call work);
 //! - `CHANNEL_HANGUP_COMPLETE` → the CDR service as the leg's ESL description;
+//! - channel answer, bridge and hang-up events → the dialer, which keeps those of its own
+//!   calls (matched by the origination UUID it chose);
 //! - `CUSTOM sofia::register|unregister|expire` → compared with the registrar's own view
 //!   (gridedge is the registrar; FreeSWITCH seeing something else means a phone also
 //!   registers elsewhere, or a stale binding), counted and logged, never acted upon;
@@ -22,6 +24,7 @@ use super::esl::EslEvent;
 use crate::agents::service::AgentsService;
 use crate::cdr::service::CdrService;
 use crate::clock::Now;
+use crate::dialer::service::DialerService;
 use crate::events::CallEvent;
 use crate::grid::queue_board::SharedQueueBoard;
 use crate::metrics::Metrics;
@@ -34,6 +37,8 @@ pub struct SwitchAdapter {
     pub metrics: Arc<Metrics>,
     pub tracker: ChannelTracker,
     pub queue_board: Arc<SharedQueueBoard>,
+    /// The dialer, and the queue of channel events that may concern its calls.
+    pub dialer: Option<(Arc<DialerService>, mpsc::Sender<EslEvent>)>,
 }
 
 impl SwitchAdapter {
@@ -74,6 +79,11 @@ impl SwitchAdapter {
     }
 
     async fn on_event(&mut self, ev: EslEvent, now: Now) {
+        if let Some((dialer, tx)) = &self.dialer {
+            if DialerService::wants_event(&ev) && tx.try_send(ev.clone()).is_err() {
+                dialer.event_dropped();
+            }
+        }
         let events = self.tracker.on_event(&ev, now.unix_ms);
         self.deliver(events, now);
         match ev.name() {

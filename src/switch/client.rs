@@ -378,7 +378,9 @@ impl EslClient {
 }
 
 /// A random version-4 UUID, the form FreeSWITCH itself uses for Job-UUIDs.
-fn new_job_uuid() -> String {
+/// A random (version 4) UUID, as FreeSWITCH writes them: job ids, and the dialer's
+/// `origination_uuid`s.
+pub fn new_job_uuid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
