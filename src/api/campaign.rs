@@ -654,6 +654,41 @@ fn stats_json(s: &crate::dialer::compliance::AbandonStats) -> Value {
     json!({ "live": s.live, "abandoned": s.abandoned, "rate": s.rate })
 }
 
+/// Runs every parameter parser of these routes over one request and checks what a parse
+/// that succeeds promises (for the `campaign_request` fuzz target).
+pub fn fuzz_parse(query: Option<&str>, body: &[u8]) {
+    let Ok(p) = Params::parse(query, body) else {
+        return;
+    };
+    if let Ok(spec) = task_spec(&p, "Asia/Shanghai", 0) {
+        assert!(spec.rate > 0.0 && spec.rate <= 10.0);
+        assert!(!spec.lines.is_empty() && spec.lines.len() <= 64);
+        assert!(spec.lines.iter().all(|l| l.concurrency >= 1));
+        assert!(spec.retry_rules.iter().all(|r| (1..=5).contains(&r.times)));
+    }
+    if let Ok(g) = gateway(&p, 1, "1001".into()) {
+        for pre in [&g.mobile_phone_prefix, &g.fixed_phone_prefix]
+            .into_iter()
+            .flatten()
+        {
+            assert!(valid_prefix(pre));
+        }
+        assert!(!g.realm.contains(char::is_whitespace));
+    }
+    if let Some(v) = p.get("resultDetail") {
+        if let Ok(codes) = results_list(v, "resultDetail") {
+            assert!(codes.iter().all(|c| ResultDetail::from_code(*c).is_some()));
+        }
+    }
+    if let Ok(list) = phone_list(&p, 1000) {
+        assert!(list.len() <= 1000);
+    }
+    let _ = page(&p);
+    if let Some(v) = p.get("expiredTime") {
+        let _ = datetime(v, "Asia/Shanghai", "expiredTime");
+    }
+}
+
 // ---- the routes ------------------------------------------------------------------------
 
 fn execute(route: Route, d: &DialerService, p: &Params) -> Result<Value, ApiError> {
