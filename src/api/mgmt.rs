@@ -178,6 +178,18 @@ impl Params {
             if std::str::from_utf8(part).is_err() {
                 return Err(ApiError::bad("parameters are not valid UTF-8"));
             }
+            // A '%' that does not start an escape would otherwise pass through as a literal
+            // '%' and surface later as a puzzling "bad character" error.
+            let bad_escape = part.iter().enumerate().any(|(i, &b)| {
+                b == b'%'
+                    && !(part.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && part.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            });
+            if bad_escape {
+                return Err(ApiError::bad(
+                    "parameters contain a malformed percent escape ('%' must be followed by two hex digits)",
+                ));
+            }
             for (k, v) in form_urlencoded::parse(part) {
                 if v.contains('\u{FFFD}') || k.contains('\u{FFFD}') {
                     return Err(ApiError::bad(format!(

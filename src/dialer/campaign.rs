@@ -42,6 +42,10 @@ pub struct EngineConfig {
     pub wrap_ms: u64,
     /// `{ext}` is replaced by the agent's extension.
     pub agent_dial_string: String,
+    /// How long a job's `+OK` waits for the answer event before it counts as the answer.
+    /// FreeSWITCH sends `CHANNEL_ANSWER` (which carries the machine verdict) before the job
+    /// result, but the two reach the engine by different paths and the job can overtake.
+    pub answer_grace_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +58,7 @@ impl Default for EngineConfig {
             reserve_ms: 10_000,
             wrap_ms: 0,
             agent_dial_string: "user/{ext}".into(),
+            answer_grace_ms: 500,
         }
     }
 }
@@ -153,6 +158,8 @@ struct LiveCall {
     kill: Option<Kill>,
     /// The originate job reported failure; the hang-up event may still follow.
     job_failed: Option<String>,
+    /// The originate job said `+OK` (answered) before any answer event.
+    job_ok_ms: Option<u64>,
     pacing: String,
 }
 
@@ -482,6 +489,7 @@ impl Engine {
                 bridged_ms: None,
                 kill: None,
                 job_failed: None,
+                job_ok_ms: None,
                 pacing,
             },
         );
@@ -499,7 +507,14 @@ impl Engine {
     /// Applies what the switch said.
     pub fn on_switch(&mut self, input: SwitchInput, now_ms: u64) -> Vec<Output> {
         match input {
-            SwitchInput::Job { uuid, ok: true, .. } => self.answered(&uuid, false, now_ms),
+            SwitchInput::Job { uuid, ok: true, .. } => {
+                if let Some(c) = self.calls.get_mut(&uuid) {
+                    if c.answered_ms.is_none() && c.job_ok_ms.is_none() {
+                        c.job_ok_ms = Some(now_ms);
+                    }
+                }
+                Vec::new()
+            }
             SwitchInput::Job {
                 uuid,
                 ok: false,
@@ -672,6 +687,21 @@ impl Engine {
     /// reservations, ends expired tasks.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
+        // Answers known only from the job: the answer event was lost (or is very late).
+        let mut by_job: Vec<(String, u64)> = self
+            .calls
+            .iter()
+            .filter_map(|(u, c)| match (c.answered_ms, c.job_ok_ms) {
+                (None, Some(ok)) if now_ms.saturating_sub(ok) >= self.cfg.answer_grace_ms => {
+                    Some((u.clone(), ok))
+                }
+                _ => None,
+            })
+            .collect();
+        by_job.sort();
+        for (uuid, at) in by_job {
+            out.extend(self.answered(&uuid, false, at));
+        }
         let mut kills = Vec::new();
         for (uuid, c) in &mut self.calls {
             if c.kill.is_some() || c.bridged_ms.is_some() {
@@ -1100,6 +1130,55 @@ mod tests {
         );
         assert_eq!(e.task("t1").unwrap().status, TaskStatus::Paused);
         assert_eq!(e.launch_count("t1", &[idle("1001", 0)], 400), 0);
+    }
+
+    #[test]
+    fn a_job_ok_waits_for_the_answer_event_and_its_machine_verdict() {
+        let mut e = engine(2);
+        let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
+        // +OK overtakes the answer event of a machine: nobody is rung.
+        e.launch("t1", &due(1), "u-1", 0);
+        e.on_switch(
+            SwitchInput::Job {
+                uuid: "u-1".into(),
+                ok: true,
+                cause: String::new(),
+            },
+            100,
+        );
+        assert!(e.tick(150).is_empty());
+        assert!(
+            e.connect(&agents, 150).is_empty(),
+            "not answered yet as far as agents go"
+        );
+        let out = e.on_switch(
+            SwitchInput::Answered {
+                uuid: "u-1".into(),
+                machine: true,
+            },
+            200,
+        );
+        assert_eq!(
+            out,
+            vec![Output::Command {
+                uuid: "u-1".into(),
+                command: "uuid_kill u-1".into()
+            }]
+        );
+        // +OK with the answer event lost: answered at the job's time once the grace passes.
+        e.launch("t1", &due(2), "u-2", 1_000);
+        e.on_switch(
+            SwitchInput::Job {
+                uuid: "u-2".into(),
+                ok: true,
+                cause: String::new(),
+            },
+            1_100,
+        );
+        assert!(e.tick(1_599).is_empty());
+        assert!(e.tick(1_600).is_empty());
+        let out = e.connect(&agents, 1_600);
+        assert_eq!(out.len(), 1, "{out:?}");
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl DialerConfig {
             reserve_ms: self.reserve_ms,
             wrap_ms,
             agent_dial_string: self.agent_dial_string.clone(),
+            answer_grace_ms: 500,
         }
     }
 }

@@ -531,7 +531,7 @@ impl DialerStore {
     }
 
     /// callLog getList: attempts filtered by project (through the task), task and a time range
-    /// on the start (`by_end` false) or end time; newest first.
+    /// on the start (`by_end` false) or end time; newest first by that time.
     #[allow(clippy::too_many_arguments)]
     pub fn call_log(
         &self,
@@ -556,7 +556,7 @@ impl DialerStore {
                 .query_row(&format!("SELECT COUNT(*) {filter}"), args, |r| r.get(0))?;
         let mut stmt = self.store.connection().prepare(&format!(
             "SELECT a.id, a.campaign, a.number, a.caller_id, a.dialed_ms, a.answered_ms, a.bridged_ms, a.ended_ms, a.outcome, a.agent, a.call_id, a.pacing, a.result_detail, a.task_number_id \
-             {filter} ORDER BY a.id DESC LIMIT ?5 OFFSET ?6"
+             {filter} ORDER BY {col} DESC, a.id DESC LIMIT ?5 OFFSET ?6"
         ))?;
         let rows = stmt.query_map(
             params![
