@@ -46,6 +46,9 @@ pub struct EngineConfig {
     /// FreeSWITCH sends `CHANNEL_ANSWER` (which carries the machine verdict) before the job
     /// result, but the two reach the engine by different paths and the job can overtake.
     pub answer_grace_ms: u64,
+    /// A bridged call longer than this is hung up: its hang-up event was lost (ESL drops
+    /// events under load), and it would otherwise hold a line for ever.
+    pub max_call_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             wrap_ms: 0,
             agent_dial_string: "user/{ext}".into(),
             answer_grace_ms: 500,
+            max_call_ms: 4 * 3_600_000,
         }
     }
 }
@@ -140,6 +144,7 @@ enum Kill {
     Machine,
     Dropped,
     RingGuard,
+    TooLong,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +161,7 @@ struct LiveCall {
     agent: Option<String>,
     bridged_ms: Option<u64>,
     kill: Option<Kill>,
+    killed_ms: u64,
     /// The originate job reported failure; the hang-up event may still follow.
     job_failed: Option<String>,
     /// The originate job said `+OK` (answered) before any answer event.
@@ -488,6 +494,7 @@ impl Engine {
                 agent: None,
                 bridged_ms: None,
                 kill: None,
+                killed_ms: 0,
                 job_failed: None,
                 job_ok_ms: None,
                 pacing,
@@ -600,9 +607,9 @@ impl Engine {
             if machine && !c.machine && c.bridged_ms.is_none() && c.kill.is_none() {
                 c.machine = true;
                 c.kill = Some(Kill::Machine);
-                if let Some(a) = c.agent.take() {
-                    self.reserved.remove(&a);
-                }
+                c.killed_ms = now_ms;
+                // An agent already offered this call keeps its reservation until the call
+                // ends: their phone may be ringing with it right now.
                 self.waiting.retain(|u| u != uuid);
                 return vec![Output::Command {
                     uuid: uuid.to_owned(),
@@ -624,6 +631,7 @@ impl Engine {
         }
         if machine {
             c.kill = Some(Kill::Machine);
+            c.killed_ms = now_ms;
             return vec![Output::Command {
                 uuid: uuid.to_owned(),
                 command: format!("uuid_kill {uuid}"),
@@ -704,21 +712,29 @@ impl Engine {
         }
         let mut kills = Vec::new();
         for (uuid, c) in &mut self.calls {
-            if c.kill.is_some() || c.bridged_ms.is_some() {
+            if c.kill.is_some() {
                 continue;
             }
-            match c.answered_ms {
-                Some(a) if now_ms.saturating_sub(a) >= self.cfg.drop_ms => {
-                    c.kill = Some(Kill::Dropped);
-                    kills.push(uuid.clone());
+            let kill = match (c.answered_ms, c.bridged_ms) {
+                (_, Some(b)) if now_ms.saturating_sub(b) >= self.cfg.max_call_ms => {
+                    Some(Kill::TooLong)
                 }
-                None if now_ms.saturating_sub(c.dialed_ms)
-                    >= self.cfg.ring_timeout_ms + self.cfg.ring_guard_ms =>
+                (_, Some(_)) => None,
+                (Some(a), None) if now_ms.saturating_sub(a) >= self.cfg.drop_ms => {
+                    Some(Kill::Dropped)
+                }
+                (None, None)
+                    if now_ms.saturating_sub(c.dialed_ms)
+                        >= self.cfg.ring_timeout_ms + self.cfg.ring_guard_ms =>
                 {
-                    c.kill = Some(Kill::RingGuard);
-                    kills.push(uuid.clone());
+                    Some(Kill::RingGuard)
                 }
-                _ => {}
+                _ => None,
+            };
+            if kill.is_some() {
+                c.kill = kill;
+                c.killed_ms = now_ms;
+                kills.push(uuid.clone());
             }
         }
         kills.sort();
@@ -735,9 +751,7 @@ impl Engine {
             .calls
             .iter()
             .filter(|(_, c)| {
-                c.kill.is_some()
-                    && now_ms.saturating_sub(c.answered_ms.unwrap_or(c.dialed_ms))
-                        >= self.cfg.ring_timeout_ms + 2 * self.cfg.ring_guard_ms
+                c.kill.is_some() && now_ms.saturating_sub(c.killed_ms) >= self.cfg.ring_guard_ms
             })
             .map(|(u, _)| u.clone())
             .collect();
@@ -1221,5 +1235,131 @@ mod tests {
         // other agent, one.
         assert_eq!(e.launch_count("t1", &agents, 20), 1);
         assert_eq!(e.launch_count("t1", &agents, 10_000_001), 0, "expired");
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One step of a random run.
+        #[derive(Debug, Clone)]
+        enum Step {
+            Launch,
+            JobOk(usize),
+            JobErr(usize, u8),
+            Answer(usize, bool),
+            Bridge(usize),
+            TransferFailed(usize),
+            Hangup(usize, bool),
+            Connect(u8),
+            Advance(u16),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                3 => Just(Step::Launch),
+                1 => (0..12usize).prop_map(Step::JobOk),
+                1 => (0..12usize, 0..4u8).prop_map(|(i, c)| Step::JobErr(i, c)),
+                2 => (0..12usize, any::<bool>()).prop_map(|(i, m)| Step::Answer(i, m)),
+                2 => (0..12usize).prop_map(Step::Bridge),
+                1 => (0..12usize).prop_map(Step::TransferFailed),
+                2 => (0..12usize, any::<bool>()).prop_map(|(i, c)| Step::Hangup(i, c)),
+                2 => (0..8u8).prop_map(Step::Connect),
+                2 => (0..5000u16).prop_map(Step::Advance),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// Whatever the switch says, in whatever order: the line cap holds, no agent is
+            /// offered a second call while one is pending, and every launched call ends in
+            /// exactly one finished attempt once the switch goes quiet.
+            #[test]
+            fn lines_agents_and_attempts_stay_consistent(steps in prop::collection::vec(step(), 1..120)) {
+                const CAP: u32 = 3;
+                let mut e = engine(CAP);
+                let mut now = 0u64;
+                let mut uuids: Vec<String> = Vec::new();
+                let mut finished: HashMap<String, u32> = HashMap::new();
+                // agent -> (call, offered at) for offers not yet resolved.
+                let mut offered: HashMap<String, (String, u64)> = HashMap::new();
+                let mut next = 0i64;
+                let causes = ["USER_BUSY", "NO_ANSWER", "UNALLOCATED_NUMBER", "CALL_REJECTED"];
+                let absorb = |out: Vec<Output>, now: u64, finished: &mut HashMap<String, u32>, offered: &mut HashMap<String, (String, u64)>| {
+                    for o in out {
+                        match o {
+                            Output::Finished(f) => {
+                                let id = f.attempt.call_id.clone().unwrap();
+                                *finished.entry(id.clone()).or_default() += 1;
+                                offered.retain(|_, (u, _)| *u != id);
+                            }
+                            Output::Command { uuid, command } if command.starts_with("uuid_transfer") => {
+                                let agent = command.split("user/").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+                                if let Some((other, at)) = offered.get(&agent) {
+                                    prop_assert!(
+                                        now >= at + 10_000,
+                                        "agent {agent} offered {uuid} while {other} pending since {at}"
+                                    );
+                                }
+                                offered.insert(agent, (uuid, now));
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(())
+                };
+                for s in steps {
+                    let pick = |i: usize| uuids.get(i % uuids.len().max(1)).cloned();
+                    let out = match s {
+                        Step::Launch => {
+                            next += 1;
+                            let uuid = format!("u-{next}");
+                            match e.launch("t1", &due(next), &uuid, now) {
+                                Some(o) => { uuids.push(uuid); vec![o] }
+                                None => Vec::new(),
+                            }
+                        }
+                        Step::JobOk(i) => pick(i).map(|u| e.on_switch(SwitchInput::Job { uuid: u, ok: true, cause: String::new() }, now)).unwrap_or_default(),
+                        Step::JobErr(i, c) => pick(i).map(|u| e.on_switch(SwitchInput::Job { uuid: u, ok: false, cause: causes[c as usize].into() }, now)).unwrap_or_default(),
+                        Step::Answer(i, m) => pick(i).map(|u| e.on_switch(SwitchInput::Answered { uuid: u, machine: m }, now)).unwrap_or_default(),
+                        Step::Bridge(i) => {
+                            let out = pick(i).map(|u| e.on_switch(SwitchInput::Bridged { uuid: u.clone() }, now)).unwrap_or_default();
+                            if let Some(u) = pick(i) { offered.retain(|_, (c, _)| *c != u); }
+                            out
+                        }
+                        Step::TransferFailed(i) => {
+                            let out = pick(i).map(|u| e.on_switch(SwitchInput::TransferFailed { uuid: u }, now)).unwrap_or_default();
+                            if let Some(u) = pick(i) { offered.retain(|_, (c, _)| *c != u); }
+                            out
+                        }
+                        Step::Hangup(i, c) => pick(i).map(|u| e.on_switch(SwitchInput::Hangup { uuid: u, cause: "NORMAL_CLEARING".into(), customer_hung_up: c, sip_status: None }, now)).unwrap_or_default(),
+                        Step::Connect(mask) => {
+                            let list: Vec<AgentSnapshot> = (0..3u8)
+                                .filter(|b| mask & (1 << b) != 0)
+                                .map(|b| idle(&format!("100{b}"), u64::from(b)))
+                                .collect();
+                            e.connect(&HashMap::from([("p1".to_string(), list)]), now)
+                        }
+                        Step::Advance(ms) => { now += u64::from(ms); e.tick(now) }
+                    };
+                    absorb(out, now, &mut finished, &mut offered)?;
+                    prop_assert!(e.in_flight("t1") <= CAP, "in flight {} over cap", e.in_flight("t1"));
+                    prop_assert_eq!(e.lines().headroom("t1") + e.in_flight("t1"), CAP);
+                    prop_assert!(finished.values().all(|n| *n == 1), "a call finished twice: {:?}", finished);
+                }
+                // The switch goes quiet: the guards end everything.
+                for _ in 0..4 {
+                    now += 5 * 3_600_000;
+                    let out = e.tick(now);
+                    absorb(out, now, &mut finished, &mut offered)?;
+                }
+                prop_assert_eq!(e.in_flight("t1"), 0);
+                prop_assert_eq!(e.lines().headroom("t1"), CAP);
+                for u in &uuids {
+                    prop_assert_eq!(finished.get(u).copied(), Some(1), "call {} finished {:?} times", u, finished.get(u));
+                }
+            }
+        }
     }
 }

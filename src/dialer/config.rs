@@ -30,6 +30,8 @@ pub struct DialerConfig {
     /// Switch events queued for the runtime; beyond it events are dropped (and counted), the
     /// job results and the ring guard still end every call.
     pub event_queue: usize,
+    /// A connected call longer than this is hung up (its hang-up event must have been lost).
+    pub max_call_secs: u64,
 }
 
 impl Default for DialerConfig {
@@ -45,6 +47,7 @@ impl Default for DialerConfig {
             max_import: 100_000,
             recover_after_secs: 600,
             event_queue: 4096,
+            max_call_secs: 4 * 3600,
         }
     }
 }
@@ -76,6 +79,7 @@ impl DialerConfig {
             86_400,
         )?;
         range("dialer.event_queue", self.event_queue as u64, 16, 1_000_000)?;
+        range("dialer.max_call_secs", self.max_call_secs, 60, 86_400)?;
         let d = &self.agent_dial_string;
         if !d.contains("{ext}") {
             return Err(("dialer.agent_dial_string", "must contain {ext}".into()));
@@ -106,6 +110,7 @@ impl DialerConfig {
             wrap_ms,
             agent_dial_string: self.agent_dial_string.clone(),
             answer_grace_ms: 500,
+            max_call_ms: self.max_call_secs * 1000,
         }
     }
 }
