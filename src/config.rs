@@ -1048,6 +1048,13 @@ mod tests {
             ),
             ("[management]\nallow = [\"10.0.0.0/33\"]\n", "allow"),
             ("[[agents]]\nname = \"x\"\n", "agents[0].agent_id"),
+            ("[dialer]\ntick_ms = 0\n", "dialer.tick_ms"),
+            ("[dialer]\ndrop_ms = 99\n", "dialer.drop_ms"),
+            ("[dialer]\nagent_dial_string = \"user/1001\"\n", "dialer.agent_dial_string"),
+            ("[dialer]\nagent_dial_string = \"user/{ext},x\"\n", "dialer.agent_dial_string"),
+            ("[dialer]\ntimezone = \"Mars/Olympus\"\n", "dialer.timezone"),
+            ("[dialer]\nmax_call_secs = 1\n", "dialer.max_call_secs"),
+            ("[dialer]\nring_timout_secs = 30\n", "ring_timout_secs"),
         ] {
             let e = err(text);
             assert!(e.contains(key), "{text}: {e}");
