@@ -531,6 +531,7 @@ fn gateway(p: &Params, id: i64, gw_code: String) -> Result<Gateway, ApiError> {
         billsec: opt_int(p, "billsec", 1, 86_400)?,
         price: opt_f64(p, "price", 0.0, 1e9)?,
         enabled: int_in(p, "status", 0, 1)? == 1,
+        // Absent on an update: the caller keeps the current capacity (see `GwUpdate`).
         concurrency: opt_int(p, "expectCount", 0, 100_000)?.unwrap_or(0) as u32,
         return_visit: int_in(p, "returnVisit", 0, 1)? == 1,
         account_balance: opt_f64(p, "accountBalance", -1e12, 1e12)?,
@@ -724,7 +725,7 @@ fn execute(route: Route, d: &DialerService, p: &Params) -> Result<Value, ApiErro
             let id = int_in(p, "id", 1, i64::MAX)?;
             let gw_code = code(p, "gwCode")?.as_str().to_owned();
             let g = gateway(p, id, gw_code)?;
-            d.update_gateway(g)?;
+            d.update_gateway(g, p.get("expectCount").is_some())?;
             Ok(ok(None))
         }
         Route::GwList => {
@@ -1051,7 +1052,7 @@ mod tests {
             if let Some(v) = value {
                 p.push((name, v));
             }
-            let e = task_spec(&params(&p), "Asia/Shanghai", 1_000).unwrap_err();
+            let e = task_spec(&params(&p), "Asia/Shanghai", 1_700_000_000_000).unwrap_err();
             assert!(e.msg.contains(expect), "{name}={value:?}: {}", e.msg);
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }

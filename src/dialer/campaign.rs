@@ -19,7 +19,7 @@ use super::gateway::Gateway;
 use super::lines::LineBook;
 use super::pacing::{AgentPhase, AgentView, Feedback, Pacer, PacingView, RingingCall};
 use super::policies::ratio::{RatioConfig, RatioSemantics};
-use super::policies::PacerConfig;
+use super::policies::{PacerConfig, PredictiveConfig};
 use super::result::{classify, AgentMiss, AttemptFacts, ResultDetail};
 use super::rules::{FailureGuard, PauseReason};
 use super::store::DueNumber;
@@ -85,11 +85,14 @@ pub enum SwitchInput {
         ok: bool,
         cause: String,
     },
-    /// The job could not be sent or got no answer (not connected, timeout).
-    JobLost {
-        uuid: String,
-        why: String,
-    },
+    /// The originate was never sent (not connected, queue full, refused): nothing was
+    /// dialled. The line is released and the number goes back, with no attempt logged.
+    NotSent { uuid: String },
+    /// The job's answer never came (timeout, connection dropped after sending): the call may
+    /// be ringing; its events or the guards end it.
+    JobUnknown { uuid: String },
+    /// What `uuid_kill` got back.
+    KillResult { uuid: String, result: KillResult },
     Answered {
         uuid: String,
         machine: bool,
@@ -108,6 +111,16 @@ pub enum SwitchInput {
         customer_hung_up: bool,
         sip_status: Option<u16>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillResult {
+    /// `+OK`: the hang-up event follows.
+    Ok,
+    /// `-ERR No such channel`: it was already gone (its hang-up event was lost).
+    Gone,
+    /// Not sent or refused otherwise: try again.
+    Failed,
 }
 
 /// An attempt that ended, to be logged (and its number moved on) by the shell.
@@ -133,10 +146,9 @@ pub enum Output {
         task: String,
     },
     /// The failure guard paused a task.
-    Paused {
-        task: String,
-        reason: PauseReason,
-    },
+    Paused { task: String, reason: PauseReason },
+    /// A claimed number was not dialled after all: give it back.
+    Unclaim { number_id: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +173,12 @@ struct LiveCall {
     agent: Option<String>,
     bridged_ms: Option<u64>,
     kill: Option<Kill>,
+    /// When the kill was last sent, or acknowledged.
     killed_ms: u64,
+    /// The switch acknowledged the kill; the hang-up event is expected.
+    kill_acked: bool,
+    /// The kill must be sent (again) at the next tick.
+    kill_resend: bool,
     /// The originate job reported failure; the hang-up event may still follow.
     job_failed: Option<String>,
     /// The originate job said `+OK` (answered) before any answer event.
@@ -194,7 +211,7 @@ impl TaskRun {
 /// The ratio policies take `rate` within their range [1, 15]; seed 004 allows fractions
 /// below 1, which would mean "fewer calls than agents": that is progressive at best, so the
 /// floor is 1.
-pub fn pacer_for(spec: &TaskSpec) -> Box<dyn Pacer> {
+pub fn pacer_for(spec: &TaskSpec, cfg: &EngineConfig) -> Box<dyn Pacer> {
     let ratio = |per| {
         PacerConfig::Ratio(RatioConfig {
             ratio: spec.rate.clamp(1.0, 15.0),
@@ -206,7 +223,14 @@ pub fn pacer_for(spec: &TaskSpec) -> Box<dyn Pacer> {
         (_, PacingChoice::Progressive) => PacerConfig::Progressive(Default::default()),
         (_, PacingChoice::RatioIdle) => ratio(RatioSemantics::Idle),
         (_, PacingChoice::RatioActive) => ratio(RatioSemantics::Active),
-        (_, PacingChoice::Predictive) => PacerConfig::Predictive(Default::default()),
+        // `rate` caps calls per available agent; the grace and the ring timeout are the
+        // runtime's own.
+        (_, PacingChoice::Predictive) => PacerConfig::Predictive(PredictiveConfig {
+            max_lines_per_agent: spec.rate.clamp(1.0, 10.0),
+            grace_s: (cfg.drop_ms as f64 / 1000.0).clamp(0.0, 10.0),
+            ring_timeout_s: (cfg.ring_timeout_ms as f64 / 1000.0).clamp(1.0, 120.0),
+            ..PredictiveConfig::default()
+        }),
     };
     cfg.build()
 }
@@ -305,7 +329,7 @@ impl Engine {
         match self.tasks.get_mut(&code) {
             Some(t) => {
                 if t.spec.rate != spec.rate || t.spec.pacing != spec.pacing {
-                    t.pacer = pacer_for(&spec);
+                    t.pacer = pacer_for(&spec, &self.cfg);
                 }
                 t.spec = spec;
                 t.status = status;
@@ -315,7 +339,7 @@ impl Engine {
             }
             None => {
                 let guard = FailureGuard::new(spec.continuous_seconds, spec.continuous_failed);
-                let pacer = pacer_for(&spec);
+                let pacer = pacer_for(&spec, &self.cfg);
                 self.tasks.insert(
                     code,
                     TaskRun {
@@ -495,6 +519,8 @@ impl Engine {
                 bridged_ms: None,
                 kill: None,
                 killed_ms: 0,
+                kill_acked: false,
+                kill_resend: false,
                 job_failed: None,
                 job_ok_ms: None,
                 pacing,
@@ -538,13 +564,37 @@ impl Engine {
                 c.job_failed = Some(cause.clone());
                 self.finish(&uuid, &cause, false, None, now_ms)
             }
-            SwitchInput::JobLost { uuid, why } => {
-                // Not connected: nothing was dialled. A timeout: the call may still be
-                // ringing; the hang-up event or the ring guard will end it.
-                if why == "not_connected" {
-                    self.finish(&uuid, "NORMAL_TEMPORARY_FAILURE", false, None, now_ms)
-                } else {
-                    Vec::new()
+            SwitchInput::NotSent { uuid } => {
+                let Some(c) = self.calls.get(&uuid) else {
+                    return Vec::new();
+                };
+                if c.answered_ms.is_some() {
+                    return Vec::new();
+                }
+                let Some(c) = self.calls.remove(&uuid) else {
+                    return Vec::new();
+                };
+                self.lines.release(&c.task, &c.gateway);
+                vec![Output::Unclaim {
+                    number_id: c.number_id,
+                }]
+            }
+            SwitchInput::JobUnknown { .. } => Vec::new(),
+            SwitchInput::KillResult { uuid, result } => {
+                let Some(c) = self.calls.get_mut(&uuid) else {
+                    return Vec::new();
+                };
+                match result {
+                    KillResult::Ok => {
+                        c.kill_acked = true;
+                        c.killed_ms = now_ms;
+                        Vec::new()
+                    }
+                    KillResult::Failed => {
+                        c.kill_resend = true;
+                        Vec::new()
+                    }
+                    KillResult::Gone => self.finish(&uuid, "NORMAL_CLEARING", false, None, now_ms),
                 }
             }
             SwitchInput::Answered { uuid, machine } => self.answered(&uuid, machine, now_ms),
@@ -559,7 +609,9 @@ impl Engine {
                 let wait = now_ms.saturating_sub(c.answered_ms.unwrap_or(now_ms));
                 let task = c.task.clone();
                 if let Some(a) = c.agent.clone() {
-                    self.reserved.remove(&a);
+                    if self.reserved.get(&a).is_some_and(|(u, _)| *u == uuid) {
+                        self.reserved.remove(&a);
+                    }
                 }
                 if let Some(t) = self.tasks.get_mut(&task) {
                     let fb = if wait <= self.cfg.abandon_threshold_ms {
@@ -579,7 +631,9 @@ impl Engine {
                 if let Some(c) = self.calls.get_mut(&uuid) {
                     if c.bridged_ms.is_none() && c.kill.is_none() {
                         if let Some(a) = c.agent.take() {
-                            self.reserved.remove(&a);
+                            if self.reserved.get(&a).is_some_and(|(u, _)| *u == uuid) {
+                                self.reserved.remove(&a);
+                            }
                         }
                         if !self.waiting.contains(&uuid) {
                             self.waiting.push_front(uuid);
@@ -737,6 +791,14 @@ impl Engine {
                 kills.push(uuid.clone());
             }
         }
+        // Kills the switch did not take: send again.
+        for (uuid, c) in &mut self.calls {
+            if c.kill.is_some() && c.kill_resend {
+                c.kill_resend = false;
+                c.killed_ms = now_ms;
+                kills.push(uuid.clone());
+            }
+        }
         kills.sort();
         for uuid in kills {
             self.waiting.retain(|u| *u != uuid);
@@ -745,13 +807,33 @@ impl Engine {
                 command: format!("uuid_kill {uuid}"),
             });
         }
-        // A kill that got no hang-up back (the call was already gone): end it ourselves once
-        // the guard passes again, so neither a line nor an agent stays held.
+        // A kill the switch acknowledged but whose hang-up event never came (lost): end the
+        // call ourselves once the guard passes, so neither a line nor an agent stays held.
+        // An unanswered kill is sent again instead: the call may still be up.
+        let mut resend = Vec::new();
+        for (uuid, c) in &mut self.calls {
+            if c.kill.is_some()
+                && !c.kill_acked
+                && now_ms.saturating_sub(c.killed_ms) >= self.cfg.ring_guard_ms
+            {
+                c.killed_ms = now_ms;
+                resend.push(uuid.clone());
+            }
+        }
+        resend.sort();
+        for uuid in resend {
+            out.push(Output::Command {
+                uuid: uuid.clone(),
+                command: format!("uuid_kill {uuid}"),
+            });
+        }
         let stale: Vec<String> = self
             .calls
             .iter()
             .filter(|(_, c)| {
-                c.kill.is_some() && now_ms.saturating_sub(c.killed_ms) >= self.cfg.ring_guard_ms
+                c.kill.is_some()
+                    && c.kill_acked
+                    && now_ms.saturating_sub(c.killed_ms) >= self.cfg.ring_guard_ms
             })
             .map(|(u, _)| u.clone())
             .collect();
@@ -778,21 +860,32 @@ impl Engine {
             return Vec::new();
         };
         self.waiting.retain(|u| u != uuid);
-        if let Some(a) = &c.agent {
-            if self.reserved.get(a).is_some_and(|(u, _)| u == uuid) {
-                self.reserved.remove(a);
-            }
-        }
-        self.lines.release(&c.task, &c.gateway);
         let person = c.answered_ms.is_some() && !c.machine;
-        let agent_miss = match (person, c.bridged_ms, c.kill) {
-            (true, None, Some(Kill::Dropped)) => Some(if c.agent.is_some() {
-                AgentMiss::NoAnswer
-            } else {
-                AgentMiss::NoneFree
+        let agent_miss = match (person, c.bridged_ms, c.kill, &c.agent) {
+            (true, None, Some(Kill::Dropped), None) => Some(AgentMiss::NoneFree),
+            (true, None, Some(Kill::Dropped), Some(_)) => Some(AgentMiss::NoAnswer),
+            // FreeSWITCH hung the customer up itself: the bridge to the agent failed.
+            (true, None, None, Some(_)) if !customer_hung_up => Some(match cause {
+                "USER_BUSY" => AgentMiss::Busy,
+                _ => AgentMiss::NoAnswer,
             }),
             _ => None,
         };
+        if let Some(a) = &c.agent {
+            if self.reserved.get(a).is_some_and(|(u, _)| u == uuid) {
+                if agent_miss.is_some() {
+                    // The agent's phone failed this call: keep them out of the next pick for
+                    // a while, or every answer would go to the same dead phone.
+                    self.reserved.insert(
+                        a.clone(),
+                        (uuid.to_owned(), now_ms.saturating_add(self.cfg.reserve_ms)),
+                    );
+                } else {
+                    self.reserved.remove(a);
+                }
+            }
+        }
+        self.lines.release(&c.task, &c.gateway);
         let facts = AttemptFacts {
             answered_after_ms: c.answered_ms.map(|a| a.saturating_sub(c.dialed_ms)),
             machine: c.machine,
@@ -859,6 +952,24 @@ impl Engine {
             retries: c.retries,
         }));
         out.push(Output::Status { task: c.task });
+        out
+    }
+
+    /// After an event-socket (re)connect: the switch's live channels. Our calls launched
+    /// before `since_ms` and missing from `live` ended while their events were lost; they are
+    /// ended here (an unanswered one as not connected, an answered one as hung up).
+    pub fn reconcile(&mut self, live: &HashSet<String>, since_ms: u64, now_ms: u64) -> Vec<Output> {
+        let mut gone: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(u, c)| c.dialed_ms < since_ms && !live.contains(*u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        gone.sort();
+        let mut out = Vec::new();
+        for uuid in gone {
+            out.extend(self.finish(&uuid, "LOSE_RACE", true, None, now_ms));
+        }
         out
     }
 

@@ -25,8 +25,7 @@ pub struct DialerConfig {
     pub timezone: String,
     /// Numbers a single import (or blacklist request) may carry.
     pub max_import: usize,
-    /// Numbers in flight when the daemon stopped are retried no sooner than this.
-    pub recover_after_secs: u64,
+
     /// Switch events queued for the runtime; beyond it events are dropped (and counted), the
     /// job results and the ring guard still end every call.
     pub event_queue: usize,
@@ -45,7 +44,7 @@ impl Default for DialerConfig {
             agent_dial_string: "user/{ext}".into(),
             timezone: "Asia/Shanghai".into(),
             max_import: 100_000,
-            recover_after_secs: 600,
+
             event_queue: 4096,
             max_call_secs: 4 * 3600,
         }
@@ -72,12 +71,15 @@ impl DialerConfig {
         )?;
         range("dialer.reserve_ms", self.reserve_ms, 100, 120_000)?;
         range("dialer.max_import", self.max_import as u64, 1, 10_000_000)?;
-        range(
-            "dialer.recover_after_secs",
-            self.recover_after_secs,
-            0,
-            86_400,
-        )?;
+        if self.reserve_ms < self.drop_ms {
+            return Err((
+                "dialer.reserve_ms",
+                format!(
+                    "must be at least dialer.drop_ms ({}): an agent must stay reserved while their phone rings",
+                    self.drop_ms
+                ),
+            ));
+        }
         range("dialer.event_queue", self.event_queue as u64, 16, 1_000_000)?;
         range("dialer.max_call_secs", self.max_call_secs, 60, 86_400)?;
         let d = &self.agent_dial_string;

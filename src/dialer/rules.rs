@@ -70,6 +70,24 @@ pub struct Retry {
     pub number: String,
 }
 
+/// The rule that covers `result`, if any (each rule has its own retry budget).
+pub fn matching_rule(rules: &[RetryRule], result: ResultDetail) -> Option<&RetryRule> {
+    rules.iter().find(|r| r.status.matches(result))
+}
+
+impl RetryStatus {
+    /// Seed 000's code (`repeatConfs[].status`).
+    pub fn code(self) -> u8 {
+        match self {
+            RetryStatus::InvalidNumber => 1,
+            RetryStatus::NoAnswer => 2,
+            RetryStatus::Abandoned => 3,
+            RetryStatus::LineFault => 4,
+            RetryStatus::AddZero => 5,
+        }
+    }
+}
+
 /// Whether and when to call again after `result`, given how many retries this number already
 /// had under the matching rule. Connected calls are never retried; neither is a number whose
 /// `AddZero` variant was already tried.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::campaign::{AgentSnapshot, Engine, Finished, Output, SwitchInput};
+use super::campaign::{AgentSnapshot, Engine, Finished, KillResult, Output, SwitchInput};
 use super::compliance::{
     AbandonStats, Attempt, AttemptOutcome, ComplianceLog, WINDOW_24_HOURS_MS, WINDOW_30_DAYS_MS,
 };
@@ -22,7 +22,7 @@ use super::metrics::DialerMetrics;
 use super::numbers::{self, Dedupe, ImportOutcome, PhoneNumber};
 use super::pacing::AgentPhase;
 use super::result::ResultDetail;
-use super::rules::{choose_caller_id, next_retry};
+use super::rules::{choose_caller_id, matching_rule, next_retry};
 use super::store::{is_unique_violation, DialerStore, LogRow};
 use super::task::{Code, Counters, NumberSource, TaskLine, TaskSpec, TaskStatus};
 use crate::agents::directory::ProjectCode;
@@ -113,7 +113,8 @@ fn task_caller_id(store: &DialerStore, spec: &TaskSpec) -> Option<String> {
 
 impl DialerService {
     /// Opens the dialer's tables and loads gateways and tasks. Numbers that were in flight
-    /// when the daemon stopped are put back, not before `recover_after_secs`.
+    /// when the daemon stopped are closed as "outcome unknown" (see
+    /// [`DialerStore::close_in_flight`]).
     pub fn open(
         path: &std::path::Path,
         cfg: DialerConfig,
@@ -123,12 +124,12 @@ impl DialerService {
         metrics: &Metrics,
         now: Now,
     ) -> anyhow::Result<Arc<DialerService>> {
-        let store = DialerStore::open(path)?;
-        let recovered = store.recover_in_flight(now.unix_ms + cfg.recover_after_secs * 1000)?;
-        if recovered > 0 {
+        let mut store = DialerStore::open(path)?;
+        for (task, number) in store.close_in_flight(now.unix_ms)? {
             tracing::warn!(
-                recovered,
-                "numbers were in flight when the daemon stopped; they will be dialled again later"
+                task,
+                number = %crate::text::truncate(&number, 4),
+                "a call was in flight when the daemon stopped; logged with outcome unknown, not dialled again"
             );
         }
         let mut engine = Engine::new(cfg.engine(wrap_ms));
@@ -189,7 +190,9 @@ impl DialerService {
     }
 
     /// Updates a gateway; the password is kept when the update does not give one.
-    pub fn update_gateway(&self, mut g: Gateway) -> Result<(), OpError> {
+    /// `has_concurrency` false keeps the gateway's current capacity (an update that does not
+    /// name `expectCount` must not silently stop the line).
+    pub fn update_gateway(&self, mut g: Gateway, has_concurrency: bool) -> Result<(), OpError> {
         let mut inner = lock(&self.inner);
         let old = inner
             .store
@@ -204,6 +207,9 @@ impl DialerService {
         }
         if g.password.is_none() {
             g.password = old.password;
+        }
+        if !has_concurrency {
+            g.concurrency = old.concurrency;
         }
         inner.store.update_gateway(&g).map_err(storage)?;
         let gws = inner.store.gateways().map_err(storage)?;
@@ -539,6 +545,7 @@ impl DialerService {
             )));
         }
         let mut out = Vec::new();
+        let mut suppressed = false;
         // Blacklisted numbers are logged as suppressed and never handed out.
         while out.len() < count as usize {
             let want = count - out.len() as u32;
@@ -549,26 +556,36 @@ impl DialerService {
             if got.is_empty() {
                 break;
             }
-            for n in got {
+            for (id, n) in got {
                 if inner.store.blacklisted(&n).map_err(storage)? {
+                    self.suppress(&mut inner, code.as_str(), id, &n, now.unix_ms);
+                    suppressed = true;
                     continue;
                 }
                 out.push(n);
             }
         }
+        drop(inner);
+        if suppressed {
+            self.publish_status(code.as_str(), now.unix_ms);
+        }
         Ok(out)
     }
 
     pub fn status(&self, code: &Code, now: Now) -> Result<TaskStatusView, OpError> {
-        self.status_view(code.as_str(), now.unix_ms)
+        self.status_view(code.as_str(), now.unix_ms, true)
             .ok_or_else(|| OpError::NotFound(format!("unknown callTaskCode {code}")))
     }
 
-    fn status_view(&self, code: &str, now_ms: u64) -> Option<TaskStatusView> {
+    /// A task's status; the abandon rates (two range scans of the log) only `with_rates`.
+    fn status_view(&self, code: &str, now_ms: u64, with_rates: bool) -> Option<TaskStatusView> {
         let inner = lock(&self.inner);
         let t = inner.engine.task(code)?;
         let log = ComplianceLog::new(inner.store.connection());
         let stats = |w| {
+            if !with_rates {
+                return AbandonStats::new(0, 0);
+            }
             log.abandon_stats(code, now_ms, w)
                 .unwrap_or(AbandonStats::new(0, 0))
         };
@@ -639,8 +656,10 @@ impl DialerService {
 
     // ---- the stream and metrics --------------------------------------------------------------
 
+    /// Publishes callTaskStatus (counters only: the rolling rates are refreshed for the
+    /// metrics every few seconds by [`Self::update_gauges`], not per call).
     fn publish_status(&self, code: &str, now_ms: u64) {
-        let Some(v) = self.status_view(code, now_ms) else {
+        let Some(v) = self.status_view(code, now_ms, false) else {
             return;
         };
         let topic = format!("/topic/callTaskStatus/{}", v.project);
@@ -661,14 +680,6 @@ impl DialerService {
             .in_flight
             .with_label_values(&[code])
             .set(i64::from(v.running));
-        self.metrics
-            .abandon_rate
-            .with_label_values(&[code, "24h"])
-            .set(v.abandon_24h.rate);
-        self.metrics
-            .abandon_rate
-            .with_label_values(&[code, "30d"])
-            .set(v.abandon_30d.rate);
     }
 
     fn update_gauges(&self, now_ms: u64) {
@@ -696,7 +707,7 @@ impl DialerService {
     }
 
     fn publish_metrics_only(&self, code: &str, now_ms: u64) {
-        if let Some(v) = self.status_view(code, now_ms) {
+        if let Some(v) = self.status_view(code, now_ms, true) {
             self.metrics
                 .abandon_rate
                 .with_label_values(&[code, "24h"])
@@ -722,37 +733,46 @@ impl DialerService {
         )
     }
 
-    /// Translates a channel event into the engine's terms (the engine ignores calls it does
-    /// not know).
-    fn input_of(ev: &EslEvent) -> Option<SwitchInput> {
+    /// Translates a channel event into the engine's terms, with the event's own time (capped
+    /// at `now`: the 2-second rule is about when things happened, not when we read them). The
+    /// engine ignores calls it does not know.
+    fn input_of(ev: &EslEvent, now_ms: u64) -> Option<(SwitchInput, u64)> {
         let uuid = ev.get("Unique-ID").filter(|u| !u.is_empty())?.to_owned();
-        match ev.name()? {
-            "CHANNEL_ANSWER" => Some(SwitchInput::Answered {
+        let at = ev
+            .get("Event-Date-Timestamp")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|us| (us / 1000).min(now_ms))
+            .filter(|&ms| ms > 0)
+            .unwrap_or(now_ms);
+        let input = match ev.name()? {
+            "CHANNEL_ANSWER" => SwitchInput::Answered {
                 uuid,
                 machine: ev
                     .var("amd_result")
                     .is_some_and(|v| v.eq_ignore_ascii_case("MACHINE")),
-            }),
-            "CHANNEL_BRIDGE" => Some(SwitchInput::Bridged { uuid }),
+            },
+            "CHANNEL_BRIDGE" => SwitchInput::Bridged { uuid },
             "CHANNEL_HANGUP_COMPLETE" => {
                 let disp = ev.var("sip_hangup_disposition").unwrap_or("");
-                Some(SwitchInput::Hangup {
+                SwitchInput::Hangup {
                     uuid,
                     cause: ev.get("Hangup-Cause").unwrap_or("").to_owned(),
                     customer_hung_up: disp.starts_with("recv_"),
                     sip_status: ev.var("sip_term_status").and_then(|s| s.parse().ok()),
-                })
+                }
             }
-            _ => None,
-        }
+            _ => return None,
+        };
+        Some((input, at))
     }
 
-    /// Runs the dialer until `shutdown`: paces every running task, originates through `esl`,
-    /// and applies the switch's events (from the adapter) and job results.
+    /// Runs the dialer until `shutdown`: paces every running task each tick (and when woken),
+    /// originates through `esl`, and applies the switch's events (from the adapter) and job
+    /// results as they come.
     pub async fn run(
         self: Arc<Self>,
         esl: Option<EslClient>,
-        mut events: mpsc::Receiver<EslEvent>,
+        mut feed: mpsc::Receiver<DialerFeed>,
         shutdown: CancellationToken,
     ) {
         let (results_tx, mut results) = mpsc::channel::<SwitchInput>(self.cfg.event_queue);
@@ -760,16 +780,39 @@ impl DialerService {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut gauges_at = 0u64;
         loop {
-            tokio::select! {
+            // Pacing (presence snapshot, SQLite claims) runs on the tick or when woken, never
+            // per event: a burst of events must not turn into a burst of database work.
+            let pace = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-                _ = self.wake.notified() => {}
-                Some(ev) = events.recv() => {
-                    if let Some(input) = Self::input_of(&ev) {
-                        self.apply(input, &esl, &results_tx);
+                _ = tick.tick() => true,
+                _ = self.wake.notified() => true,
+                Some(item) = feed.recv() => {
+                    let now = Now::system().unix_ms;
+                    match item {
+                        DialerFeed::Event(ev) => {
+                            if let Some((input, at)) = Self::input_of(&ev, now) {
+                                self.apply(input, at, &esl, &results_tx);
+                            }
+                        }
+                        DialerFeed::Live { uuids, since_ms } => {
+                            let out = {
+                                let mut inner = lock(&self.inner);
+                                let out = inner.engine.reconcile(&uuids, since_ms, now);
+                                self.commit_finished(&mut inner, out, now)
+                            };
+                            self.carry_out(out, &esl, &results_tx, now);
+                        }
                     }
+                    false
                 }
-                Some(input) = results.recv() => self.apply(input, &esl, &results_tx),
+                Some(input) = results.recv() => {
+                    let now = Now::system().unix_ms;
+                    self.apply(input, now, &esl, &results_tx);
+                    false
+                }
+            };
+            if !pace {
+                continue;
             }
             let now = Now::system().unix_ms;
             let connected = esl.as_ref().is_some_and(EslClient::is_connected);
@@ -785,12 +828,16 @@ impl DialerService {
     fn apply(
         &self,
         input: SwitchInput,
+        at_ms: u64,
         esl: &Option<EslClient>,
         results: &mpsc::Sender<SwitchInput>,
     ) {
-        let now = Now::system().unix_ms;
-        let outputs = lock(&self.inner).engine.on_switch(input, now);
-        self.carry_out(outputs, esl, results, now);
+        let out = {
+            let mut inner = lock(&self.inner);
+            let out = inner.engine.on_switch(input, at_ms);
+            self.commit_finished(&mut inner, out, at_ms)
+        };
+        self.carry_out(out, esl, results, at_ms);
     }
 
     /// One pacing round: timers, connections, launches.
@@ -817,8 +864,30 @@ impl DialerService {
         let inner = &mut *guard;
         let mut out = inner.engine.tick(now);
         out.extend(inner.engine.connect(&agents, now));
-        if !connected {
-            return out;
+        if connected {
+            out.extend(self.launch(inner, &agents, now));
+        }
+        self.commit_finished(inner, out, now)
+    }
+
+    fn launch(
+        &self,
+        inner: &mut Inner,
+        agents: &HashMap<String, Vec<AgentSnapshot>>,
+        now: u64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        // Tasks that ran dry are looked at again every few seconds (retries fall due).
+        if now % 5_000 < self.cfg.tick_ms {
+            let dry: Vec<String> = inner
+                .engine
+                .tasks()
+                .filter(|t| t.status == TaskStatus::Running && t.drained)
+                .map(|t| t.spec.code.as_str().to_owned())
+                .collect();
+            for code in dry {
+                inner.engine.set_drained(&code, false);
+            }
         }
         let running: Vec<(String, String)> = inner
             .engine
@@ -826,21 +895,6 @@ impl DialerService {
             .filter(|t| t.status == TaskStatus::Running && !t.drained)
             .map(|t| (t.spec.code.as_str().to_owned(), t.spec.project.clone()))
             .collect();
-        // Tasks that ran dry are looked at again every few seconds (retries fall due).
-        let retry_dry = now % 5_000 < self.cfg.tick_ms;
-        let dry: Vec<String> = if retry_dry {
-            inner
-                .engine
-                .tasks()
-                .filter(|t| t.status == TaskStatus::Running && t.drained)
-                .map(|t| t.spec.code.as_str().to_owned())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for code in dry {
-            inner.engine.set_drained(&code, false);
-        }
         for (code, project) in running {
             let list = agents.get(&project).map(Vec::as_slice).unwrap_or(&[]);
             let n = inner.engine.launch_count(&code, list, now);
@@ -860,31 +914,22 @@ impl DialerService {
             }
             let mut unclaim = Vec::new();
             for d in due {
-                if inner.store.blacklisted(&d.number).unwrap_or(false) {
-                    let attempt = Attempt {
-                        campaign: code.clone(),
-                        number: d.number.clone(),
-                        caller_id: String::new(),
-                        dialed_ms: now,
-                        answered_ms: None,
-                        bridged_ms: None,
-                        ended_ms: now,
-                        outcome: AttemptOutcome::Suppressed,
-                        agent: None,
-                        call_id: None,
-                        pacing: Some("blacklisted".into()),
-                        result_detail: None,
-                        task_number_id: Some(d.id),
-                    };
-                    if let Err(e) = inner.store.finish_attempt(&attempt, None) {
+                // The blacklist may have grown since the import; an add-zero retry is checked
+                // under both forms. A failed lookup fails closed: the number waits.
+                let listed = match (
+                    inner.store.blacklisted(&d.number),
+                    inner.store.blacklisted(&d.original),
+                ) {
+                    (Ok(a), Ok(b)) => a || b,
+                    (Err(e), _) | (_, Err(e)) => {
                         self.metrics.store_errors.inc();
-                        tracing::error!(task = %code, error = %e, "logging a suppressed number failed");
+                        tracing::error!(task = %code, error = %e, "blacklist lookup failed");
+                        unclaim.push(d.id);
+                        continue;
                     }
-                    inner.engine.suppressed(&code);
-                    self.metrics
-                        .attempts
-                        .with_label_values(&[&code, "suppressed"])
-                        .inc();
+                };
+                if listed {
+                    self.suppress(inner, &code, d.id, &d.number, now);
                     out.push(Output::Status { task: code.clone() });
                     continue;
                 }
@@ -907,8 +952,93 @@ impl DialerService {
         out
     }
 
-    /// Carries out the engine's outputs: commands go to the switch (their results come back
-    /// through `results`), finished attempts to the store, status to the stream.
+    /// Logs a number that is never dialled because it is blacklisted.
+    fn suppress(&self, inner: &mut Inner, task: &str, number_id: i64, number: &str, now: u64) {
+        let attempt = Attempt {
+            campaign: task.to_owned(),
+            number: number.to_owned(),
+            caller_id: String::new(),
+            dialed_ms: now,
+            answered_ms: None,
+            bridged_ms: None,
+            ended_ms: now,
+            outcome: AttemptOutcome::Suppressed,
+            agent: None,
+            call_id: None,
+            pacing: Some("blacklisted".into()),
+            result_detail: None,
+            task_number_id: Some(number_id),
+        };
+        if let Err(e) = inner.store.finish_attempt(&attempt, None) {
+            self.metrics.store_errors.inc();
+            tracing::error!(task, error = %e, "logging a suppressed number failed");
+            return;
+        }
+        inner.engine.suppressed(task);
+        self.metrics
+            .attempts
+            .with_label_values(&[task, "suppressed"])
+            .inc();
+    }
+
+    /// Commits every finished attempt (compliance row, the number's next state, its retry)
+    /// while the engine's lock is still held, so no reader ever sees counters that count an
+    /// attempt the log does not hold yet. Returns the other outputs.
+    fn commit_finished(&self, inner: &mut Inner, outputs: Vec<Output>, now: u64) -> Vec<Output> {
+        let mut rest = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            match o {
+                Output::Finished(f) => self.record(inner, f, now),
+                Output::Unclaim { number_id } => {
+                    if let Err(e) = inner.store.unclaim(&[number_id]) {
+                        self.metrics.store_errors.inc();
+                        tracing::error!(error = %e, "giving a number back failed");
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
+    /// Logs a finished attempt and schedules its retry (each rule has its own budget), in one
+    /// transaction.
+    fn record(&self, inner: &mut Inner, f: Finished, now: u64) {
+        let rules = inner
+            .engine
+            .task(&f.task)
+            .map(|t| t.spec.retry_rules.clone())
+            .unwrap_or_default();
+        let retry = matching_rule(&rules, f.result).and_then(|rule| {
+            let number_id = f.attempt.task_number_id?;
+            let used = inner
+                .store
+                .retry_count(number_id, rule.status.code())
+                .unwrap_or(u8::MAX);
+            next_retry(std::slice::from_ref(rule), f.result, &f.attempt.number, used, now)
+                .map(|r| (r.at_ms, r.number, rule.status.code()))
+        });
+        if retry.is_some() {
+            inner.engine.set_drained(&f.task, false);
+        }
+        match inner.store.finish_attempt(&f.attempt, retry) {
+            Ok(_) => {
+                self.metrics
+                    .attempts
+                    .with_label_values(&[&f.task, f.attempt.outcome.as_str()])
+                    .inc();
+            }
+            Err(e) => {
+                // The in-memory counters already hold this attempt; the number stays in
+                // flight in the table and is closed as "outcome unknown" at the next start.
+                self.metrics.store_errors.inc();
+                tracing::error!(task = %f.task, error = %e, "logging an attempt failed");
+            }
+        }
+    }
+
+    /// Carries out what needs no lock: commands go to the switch (their results come back
+    /// through `results`), status to the stream.
     fn carry_out(
         &self,
         outputs: Vec<Output>,
@@ -920,7 +1050,6 @@ impl DialerService {
         for o in outputs {
             match o {
                 Output::Command { uuid, command } => self.send(uuid, command, esl, results),
-                Output::Finished(f) => self.record(f, now),
                 Output::Status { task } => {
                     if !status_of.contains(&task) {
                         status_of.push(task);
@@ -931,6 +1060,9 @@ impl DialerService {
                     if !status_of.contains(&task) {
                         status_of.push(task);
                     }
+                }
+                Output::Finished(_) | Output::Unclaim { .. } => {
+                    tracing::error!("a finished attempt reached carry_out uncommitted");
                 }
             }
         }
@@ -960,34 +1092,6 @@ impl DialerService {
         }
     }
 
-    /// Logs a finished attempt and schedules its retry, in one transaction.
-    fn record(&self, f: Finished, now: u64) {
-        let mut inner = lock(&self.inner);
-        let rules = inner
-            .engine
-            .task(&f.task)
-            .map(|t| t.spec.retry_rules.clone())
-            .unwrap_or_default();
-        let retries = u8::try_from(f.retries).unwrap_or(u8::MAX);
-        let retry = next_retry(&rules, f.result, &f.attempt.number, retries, now)
-            .map(|r| (r.at_ms, r.number));
-        if retry.is_some() {
-            inner.engine.set_drained(&f.task, false);
-        }
-        match inner.store.finish_attempt(&f.attempt, retry) {
-            Ok(_) => {
-                self.metrics
-                    .attempts
-                    .with_label_values(&[&f.task, f.attempt.outcome.as_str()])
-                    .inc();
-            }
-            Err(e) => {
-                self.metrics.store_errors.inc();
-                tracing::error!(task = %f.task, error = %e, "logging an attempt failed");
-            }
-        }
-    }
-
     fn send(
         &self,
         uuid: String,
@@ -1002,12 +1106,15 @@ impl DialerService {
             _ => "other",
         };
         let Some(esl) = esl.clone() else {
-            if kind == "originate" {
-                let _ = results.try_send(SwitchInput::JobLost {
+            let input = match kind {
+                "originate" => SwitchInput::NotSent { uuid },
+                "uuid_kill" => SwitchInput::KillResult {
                     uuid,
-                    why: "not_connected".into(),
-                });
-            }
+                    result: KillResult::Failed,
+                },
+                _ => SwitchInput::TransferFailed { uuid },
+            };
+            let _ = results.try_send(input);
             return;
         };
         let results = results.clone();
@@ -1036,21 +1143,33 @@ impl DialerService {
                         },
                     }
                 }
-                ("originate", Err(EslClientError::Timeout)) => SwitchInput::JobLost {
-                    uuid,
-                    why: "timeout".into(),
-                },
+                // Sent, but the answer never came: the call may be up.
+                ("originate", Err(EslClientError::Timeout | EslClientError::Disconnected)) => {
+                    SwitchInput::JobUnknown { uuid }
+                }
+                // Never reached FreeSWITCH (not connected, queue full, refused outright).
                 ("originate", Err(e)) => {
                     tracing::warn!(error = %e, "originate not sent");
-                    SwitchInput::JobLost {
-                        uuid,
-                        why: "not_connected".into(),
-                    }
+                    SwitchInput::NotSent { uuid }
                 }
                 ("uuid_transfer", Ok(body)) if !body.starts_with("+OK") => {
                     SwitchInput::TransferFailed { uuid }
                 }
                 ("uuid_transfer", Err(_)) => SwitchInput::TransferFailed { uuid },
+                ("uuid_kill", Ok(body)) => SwitchInput::KillResult {
+                    uuid,
+                    result: if body.starts_with("+OK") {
+                        KillResult::Ok
+                    } else if body.contains("No such channel") {
+                        KillResult::Gone
+                    } else {
+                        KillResult::Failed
+                    },
+                },
+                ("uuid_kill", Err(_)) => SwitchInput::KillResult {
+                    uuid,
+                    result: KillResult::Failed,
+                },
                 _ => return,
             };
             // Bounded: a full queue waits here, in this call's own task, not in the loop.
@@ -1062,4 +1181,16 @@ impl DialerService {
     pub fn event_dropped(&self) {
         self.metrics.events_dropped.inc();
     }
+}
+
+/// What the switch adapter feeds the dialer.
+#[derive(Debug)]
+pub enum DialerFeed {
+    /// A channel event (answer, bridge, hang-up) that may concern one of our calls.
+    Event(EslEvent),
+    /// The live channels after an event-socket (re)connect, as of `since_ms`.
+    Live {
+        uuids: std::collections::HashSet<String>,
+        since_ms: u64,
+    },
 }

@@ -33,7 +33,10 @@ pub enum NumberState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueNumber {
     pub id: i64,
+    /// What to dial (an add-zero retry has the leading 0).
     pub number: String,
+    /// The number as imported (the blacklist is checked against both).
+    pub original: String,
     pub retries: u32,
 }
 
@@ -96,7 +99,18 @@ impl DialerStore {
         })?;
         let mut g = g.clone();
         if g.gw_code.is_empty() {
-            g.gw_code = (1000 + next).to_string();
+            // `1000 + id`, or the next free code after it when an operator chose that one.
+            let mut n = 1000 + next;
+            while tx
+                .query_row("SELECT 1 FROM gateways WHERE gw_code = ?1", [n.to_string()], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some()
+            {
+                n += 1;
+            }
+            g.gw_code = n.to_string();
         }
         g.id = next;
         tx.execute(
@@ -402,14 +416,42 @@ impl DialerStore {
         Ok(n.max(0) as u64)
     }
 
-    /// Numbers in flight when the daemon stopped: nobody knows how those calls went. They go
-    /// back to pending, not before `retry_at_ms`, so a customer who was just called is not
-    /// called again at once. Returns how many.
-    pub fn recover_in_flight(&self, retry_at_ms: u64) -> Result<usize, StoreError> {
-        Ok(self.store.connection().execute(
-            "UPDATE task_numbers SET state = 0, next_at_ms = MAX(next_at_ms, ?1) WHERE state = 1",
-            [ms(retry_at_ms)],
-        )?)
+    /// Numbers in flight when the daemon stopped: nobody here knows how those calls went
+    /// (FreeSWITCH kept them; a customer may have been talking to an agent). Each is logged
+    /// as a failed attempt with no resultDetail and closed, rather than dialled again: calling
+    /// a customer twice is the worse error. Returns (task, number) of each.
+    pub fn close_in_flight(&mut self, now_ms: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let tx = self.store.connection_mut().transaction()?;
+        let rows: Vec<(i64, String, String)> = {
+            let mut stmt =
+                tx.prepare("SELECT id, task_code, number FROM task_numbers WHERE state = 1")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, task, number) in &rows {
+            let a = Attempt {
+                campaign: task.clone(),
+                number: number.clone(),
+                caller_id: String::new(),
+                dialed_ms: now_ms,
+                answered_ms: None,
+                bridged_ms: None,
+                ended_ms: now_ms,
+                outcome: super::compliance::AttemptOutcome::Failed,
+                agent: None,
+                call_id: None,
+                pacing: Some("in flight when the daemon stopped; outcome unknown".into()),
+                result_detail: None,
+                task_number_id: Some(*id),
+            };
+            let aid = ComplianceLog::new(&tx).append(&a)?;
+            tx.execute(
+                "UPDATE task_numbers SET state = 2, last_attempt_id = ?2 WHERE id = ?1",
+                params![id, aid],
+            )?;
+        }
+        tx.commit()?;
+        Ok(rows.into_iter().map(|(_, t, n)| (t, n)).collect())
     }
 
     /// Claims up to `n` due numbers (pending, `next_at_ms <= now`), oldest first, marking them
@@ -426,13 +468,14 @@ impl DialerStore {
         let tx = self.store.connection_mut().transaction()?;
         let due: Vec<DueNumber> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, number, retries FROM task_numbers WHERE task_code = ?1 AND state = 0 AND next_at_ms <= ?2 ORDER BY next_at_ms, id LIMIT ?3",
+                "SELECT id, number, original, retries FROM task_numbers WHERE task_code = ?1 AND state = 0 AND next_at_ms <= ?2 ORDER BY next_at_ms, id LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![task, ms(now_ms), i64::from(n)], |r| {
                 Ok(DueNumber {
                     id: r.get(0)?,
                     number: r.get(1)?,
-                    retries: r.get::<_, i64>(2)?.max(0) as u32,
+                    original: r.get(2)?,
+                    retries: r.get::<_, i64>(3)?.max(0) as u32,
                 })
             })?;
             rows.collect::<Result<_, _>>()?
@@ -472,8 +515,13 @@ impl DialerStore {
             .is_some())
     }
 
-    /// Hands up to `n` pending numbers to a preview agent.
-    pub fn hand_out(&mut self, task: &str, n: u32, now_ms: u64) -> Result<Vec<String>, StoreError> {
+    /// Hands up to `n` pending numbers to a preview agent: (task number id, number).
+    pub fn hand_out(
+        &mut self,
+        task: &str,
+        n: u32,
+        now_ms: u64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
         let due = self.claim_due(task, n, now_ms)?;
         let mut upd = self
             .store
@@ -482,25 +530,59 @@ impl DialerStore {
         for d in &due {
             upd.execute([d.id])?;
         }
-        Ok(due.into_iter().map(|d| d.number).collect())
+        Ok(due.into_iter().map(|d| (d.id, d.number)).collect())
+    }
+
+    /// Retries a number already had under one rule (`RetryStatus::code`).
+    pub fn retry_count(&self, number_id: i64, rule: u8) -> Result<u8, StoreError> {
+        let counts: Option<String> = self
+            .store
+            .connection()
+            .query_row(
+                "SELECT retry_counts FROM task_numbers WHERE id = ?1",
+                [number_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(counts
+            .and_then(|c| serde_json::from_str::<std::collections::BTreeMap<String, u8>>(&c).ok())
+            .and_then(|m| m.get(&rule.to_string()).copied())
+            .unwrap_or(0))
     }
 
     /// Logs a finished attempt and moves its number on, in one transaction: `retry` = Some
-    /// (when, number to dial) puts it back to pending with one more retry. Returns the
-    /// compliance row id.
+    /// (when, number to dial, the rule's code) puts it back to pending with one more retry
+    /// under that rule. Returns the compliance row id.
     pub fn finish_attempt(
         &mut self,
         attempt: &Attempt,
-        retry: Option<(u64, String)>,
+        retry: Option<(u64, String, u8)>,
     ) -> Result<i64, StoreError> {
         let tx = self.store.connection_mut().transaction()?;
         let id = ComplianceLog::new(&tx).append(attempt)?;
         if let Some(num_id) = attempt.task_number_id {
             match retry {
-                Some((at, number)) => tx.execute(
-                    "UPDATE task_numbers SET state = 0, next_at_ms = ?2, retries = retries + 1, number = ?3, last_result = ?4, last_attempt_id = ?5 WHERE id = ?1",
-                    params![num_id, ms(at), number, attempt.result_detail, id],
-                )?,
+                Some((at, number, rule)) => {
+                    let counts: String = tx.query_row(
+                        "SELECT retry_counts FROM task_numbers WHERE id = ?1",
+                        [num_id],
+                        |r| r.get(0),
+                    )?;
+                    let mut m: std::collections::BTreeMap<String, u8> =
+                        serde_json::from_str(&counts).unwrap_or_default();
+                    *m.entry(rule.to_string()).or_default() += 1;
+                    tx.execute(
+                        "UPDATE task_numbers SET state = 0, next_at_ms = ?2, retries = retries + 1, number = ?3, last_result = ?4, last_attempt_id = ?5, retry_counts = ?6 WHERE id = ?1",
+                        params![
+                            num_id,
+                            ms(at),
+                            number,
+                            attempt.result_detail,
+                            id,
+                            serde_json::to_string(&m).unwrap_or_default()
+                        ],
+                    )?
+                }
                 None => tx.execute(
                     "UPDATE task_numbers SET state = 2, last_result = ?2, last_attempt_id = ?3 WHERE id = ?1",
                     params![num_id, attempt.result_detail, id],
@@ -635,7 +717,7 @@ fn insert_numbers(
     numbers: &[(Option<i64>, String)],
 ) -> Result<(), StoreError> {
     let mut ins = tx.prepare_cached(
-        "INSERT INTO task_numbers (task_code, number, entry_id) VALUES (?1, ?2, ?3)",
+        "INSERT INTO task_numbers (task_code, number, original, entry_id) VALUES (?1, ?2, ?2, ?3)",
     )?;
     for (entry, n) in numbers {
         ins.execute(params![task, n, entry])?;

@@ -244,10 +244,12 @@ const MIGRATIONS: &[&str] = &[
         id               INTEGER PRIMARY KEY AUTOINCREMENT,
         task_code        TEXT NOT NULL,
         number           TEXT NOT NULL,
+        original         TEXT NOT NULL,
         entry_id         INTEGER,
         state            INTEGER NOT NULL DEFAULT 0,
         next_at_ms       INTEGER NOT NULL DEFAULT 0,
         retries          INTEGER NOT NULL DEFAULT 0,
+        retry_counts     TEXT NOT NULL DEFAULT '{}',
         last_result      INTEGER,
         last_attempt_id  INTEGER
     );

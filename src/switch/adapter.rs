@@ -24,7 +24,7 @@ use super::esl::EslEvent;
 use crate::agents::service::AgentsService;
 use crate::cdr::service::CdrService;
 use crate::clock::Now;
-use crate::dialer::service::DialerService;
+use crate::dialer::service::{DialerFeed, DialerService};
 use crate::events::CallEvent;
 use crate::grid::queue_board::SharedQueueBoard;
 use crate::metrics::Metrics;
@@ -38,7 +38,7 @@ pub struct SwitchAdapter {
     pub tracker: ChannelTracker,
     pub queue_board: Arc<SharedQueueBoard>,
     /// The dialer, and the queue of channel events that may concern its calls.
-    pub dialer: Option<(Arc<DialerService>, mpsc::Sender<EslEvent>)>,
+    pub dialer: Option<(Arc<DialerService>, mpsc::Sender<DialerFeed>)>,
 }
 
 impl SwitchAdapter {
@@ -60,6 +60,15 @@ impl SwitchAdapter {
                         let live: std::collections::HashSet<String> =
                             rows.iter().filter_map(|r| r.get("uuid").cloned()).collect();
                         self.queue_board.retain_live(&live);
+                        if let Some((dialer, tx)) = &self.dialer {
+                            let feed = DialerFeed::Live {
+                                uuids: live.clone(),
+                                since_ms: now.unix_ms,
+                            };
+                            if tx.try_send(feed).is_err() {
+                                dialer.event_dropped();
+                            }
+                        }
                         let events = self.tracker.resync(&rows, now.unix_ms);
                         tracing::info!(
                             generation,
@@ -80,7 +89,9 @@ impl SwitchAdapter {
 
     async fn on_event(&mut self, ev: EslEvent, now: Now) {
         if let Some((dialer, tx)) = &self.dialer {
-            if DialerService::wants_event(&ev) && tx.try_send(ev.clone()).is_err() {
+            if DialerService::wants_event(&ev)
+                && tx.try_send(DialerFeed::Event(ev.clone())).is_err()
+            {
                 dialer.event_dropped();
             }
         }
