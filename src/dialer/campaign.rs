@@ -87,12 +87,19 @@ pub enum SwitchInput {
     },
     /// The originate was never sent (not connected, queue full, refused): nothing was
     /// dialled. The line is released and the number goes back, with no attempt logged.
-    NotSent { uuid: String },
+    NotSent {
+        uuid: String,
+    },
     /// The job's answer never came (timeout, connection dropped after sending): the call may
     /// be ringing; its events or the guards end it.
-    JobUnknown { uuid: String },
+    JobUnknown {
+        uuid: String,
+    },
     /// What `uuid_kill` got back.
-    KillResult { uuid: String, result: KillResult },
+    KillResult {
+        uuid: String,
+        result: KillResult,
+    },
     Answered {
         uuid: String,
         machine: bool,
@@ -146,9 +153,14 @@ pub enum Output {
         task: String,
     },
     /// The failure guard paused a task.
-    Paused { task: String, reason: PauseReason },
+    Paused {
+        task: String,
+        reason: PauseReason,
+    },
     /// A claimed number was not dialled after all: give it back.
-    Unclaim { number_id: i64 },
+    Unclaim {
+        number_id: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1050,6 +1062,7 @@ mod tests {
         DueNumber {
             id,
             number: format!("1390000{id:04}"),
+            original: format!("1390000{id:04}"),
             retries: 0,
         }
     }
@@ -1307,13 +1320,150 @@ mod tests {
     }
 
     #[test]
+    fn an_unsent_originate_gives_the_number_back_and_an_unanswered_job_keeps_the_call() {
+        let mut e = engine(1);
+        e.launch("t1", &due(1), "u-1", 0);
+        let out = e.on_switch(SwitchInput::NotSent { uuid: "u-1".into() }, 10);
+        assert_eq!(out, vec![Output::Unclaim { number_id: 1 }]);
+        assert_eq!(e.lines().headroom("t1"), 1, "line back, no attempt logged");
+        // Sent, answer lost (timeout or a dropped connection): the call lives on.
+        e.launch("t1", &due(2), "u-2", 100);
+        assert!(e
+            .on_switch(SwitchInput::JobUnknown { uuid: "u-2".into() }, 200)
+            .is_empty());
+        e.on_switch(
+            SwitchInput::Answered {
+                uuid: "u-2".into(),
+                machine: false,
+            },
+            5_000,
+        );
+        let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
+        assert_eq!(
+            e.connect(&agents, 5_000).len(),
+            1,
+            "the answered call is connected"
+        );
+    }
+
+    #[test]
+    fn a_failed_agent_bridge_blames_the_agent_and_rests_them() {
+        let mut e = engine(2);
+        let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
+        e.launch("t1", &due(1), "u-1", 0);
+        e.on_switch(
+            SwitchInput::Answered {
+                uuid: "u-1".into(),
+                machine: false,
+            },
+            1_000,
+        );
+        assert_eq!(e.connect(&agents, 1_000).len(), 1);
+        let out = e.on_switch(
+            SwitchInput::Hangup {
+                uuid: "u-1".into(),
+                cause: "USER_BUSY".into(),
+                customer_hung_up: false,
+                sip_status: None,
+            },
+            1_400,
+        );
+        assert_eq!(finished(&out)[0].result, ResultDetail::AgentBusy);
+        // The next person is not sent to the same failing phone at once.
+        e.launch("t1", &due(2), "u-2", 1_500);
+        e.on_switch(
+            SwitchInput::Answered {
+                uuid: "u-2".into(),
+                machine: false,
+            },
+            1_600,
+        );
+        assert!(e.connect(&agents, 1_600).is_empty());
+        assert_eq!(
+            e.connect(&agents, 11_401).len(),
+            0,
+            "dropped at drop_ms meanwhile"
+        );
+    }
+
+    #[test]
+    fn kills_are_resent_until_the_switch_takes_them() {
+        let mut e = engine(1);
+        e.launch("t1", &due(1), "u-1", 0);
+        e.on_switch(
+            SwitchInput::Answered {
+                uuid: "u-1".into(),
+                machine: false,
+            },
+            1_000,
+        );
+        assert_eq!(e.tick(3_000).len(), 1, "dropped");
+        e.on_switch(
+            SwitchInput::KillResult {
+                uuid: "u-1".into(),
+                result: KillResult::Failed,
+            },
+            3_010,
+        );
+        let out = e.tick(3_200);
+        assert_eq!(
+            out,
+            vec![Output::Command {
+                uuid: "u-1".into(),
+                command: "uuid_kill u-1".into()
+            }]
+        );
+        // Never acknowledged: resent after the guard, never forgotten.
+        assert!(finished(&e.tick(100_000)).is_empty());
+        e.on_switch(
+            SwitchInput::KillResult {
+                uuid: "u-1".into(),
+                result: KillResult::Ok,
+            },
+            100_010,
+        );
+        let out = e.tick(115_010);
+        assert_eq!(
+            finished(&out).len(),
+            1,
+            "acknowledged, hang-up lost: ended after the guard"
+        );
+    }
+
+    #[test]
+    fn reconcile_ends_calls_the_switch_no_longer_has() {
+        let mut e = engine(3);
+        e.launch("t1", &due(1), "u-1", 0);
+        e.launch("t1", &due(2), "u-2", 0);
+        e.launch("t1", &due(3), "u-3", 9_000);
+        let live = HashSet::from(["u-2".to_string()]);
+        let out = e.reconcile(&live, 5_000, 10_000);
+        let f = finished(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].attempt.call_id.as_deref(), Some("u-1"));
+        assert_eq!(
+            e.in_flight("t1"),
+            2,
+            "u-2 live, u-3 launched after the snapshot"
+        );
+    }
+
+    #[test]
     fn a_silent_switch_cannot_hold_a_line() {
         let mut e = engine(1);
         e.launch("t1", &due(1), "u-1", 0);
         assert_eq!(e.lines().headroom("t1"), 0);
         let out = e.tick(45_000);
         assert_eq!(out.len(), 1, "{out:?}");
-        let out = e.tick(60_000);
+        // The switch takes the kill but its hang-up event is lost.
+        e.on_switch(
+            SwitchInput::KillResult {
+                uuid: "u-1".into(),
+                result: KillResult::Ok,
+            },
+            45_010,
+        );
+        let out = e.tick(60_010);
         let f = finished(&out);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].result, ResultDetail::NoAnswer);
@@ -1364,6 +1514,7 @@ mod tests {
             Hangup(usize, bool),
             Connect(u8),
             Advance(u16),
+            Kill(usize, u8),
         }
 
         fn step() -> impl Strategy<Value = Step> {
@@ -1377,6 +1528,7 @@ mod tests {
                 2 => (0..12usize, any::<bool>()).prop_map(|(i, c)| Step::Hangup(i, c)),
                 2 => (0..8u8).prop_map(Step::Connect),
                 2 => (0..5000u16).prop_map(Step::Advance),
+                1 => (0..12usize, 0..3u8).prop_map(|(i, k)| Step::Kill(i, k)),
             ]
         }
 
@@ -1453,17 +1605,38 @@ mod tests {
                             e.connect(&HashMap::from([("p1".to_string(), list)]), now)
                         }
                         Step::Advance(ms) => { now += u64::from(ms); e.tick(now) }
+                        Step::Kill(i, k) => {
+                            let result = [KillResult::Ok, KillResult::Gone, KillResult::Failed][k as usize];
+                            pick(i).map(|u| e.on_switch(SwitchInput::KillResult { uuid: u, result }, now)).unwrap_or_default()
+                        }
                     };
                     absorb(out, now, &mut finished, &mut offered)?;
                     prop_assert!(e.in_flight("t1") <= CAP, "in flight {} over cap", e.in_flight("t1"));
                     prop_assert_eq!(e.lines().headroom("t1") + e.in_flight("t1"), CAP);
                     prop_assert!(finished.values().all(|n| *n == 1), "a call finished twice: {:?}", finished);
                 }
-                // The switch goes quiet: the guards end everything.
-                for _ in 0..4 {
+                // The switch goes quiet but takes every kill (its hang-up events are lost):
+                // the guards end everything.
+                for _ in 0..6 {
                     now += 5 * 3_600_000;
                     let out = e.tick(now);
+                    let kills: Vec<String> = out
+                        .iter()
+                        .filter_map(|o| match o {
+                            Output::Command { uuid, command } if command.starts_with("uuid_kill") => {
+                                Some(uuid.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect();
                     absorb(out, now, &mut finished, &mut offered)?;
+                    for uuid in kills {
+                        let out = e.on_switch(
+                            SwitchInput::KillResult { uuid, result: KillResult::Ok },
+                            now,
+                        );
+                        absorb(out, now, &mut finished, &mut offered)?;
+                    }
                 }
                 prop_assert_eq!(e.in_flight("t1"), 0);
                 prop_assert_eq!(e.lines().headroom("t1"), CAP);

@@ -40,6 +40,8 @@ struct Inner {
     engine: Engine,
     /// Status last written to the store, per task (writes only on change).
     persisted: HashMap<String, TaskStatus>,
+    /// Pacing rounds so far (which task goes first).
+    round: usize,
 }
 
 /// callTaskStatus, as the API and the stream report it.
@@ -158,6 +160,7 @@ impl DialerService {
                 store,
                 engine,
                 persisted,
+                round: 0,
             }),
             cfg,
             agents,
@@ -889,12 +892,19 @@ impl DialerService {
                 inner.engine.set_drained(&code, false);
             }
         }
-        let running: Vec<(String, String)> = inner
+        let mut running: Vec<(String, String)> = inner
             .engine
             .tasks()
             .filter(|t| t.status == TaskStatus::Running && !t.drained)
             .map(|t| (t.spec.code.as_str().to_owned(), t.spec.project.clone()))
             .collect();
+        // Tasks sharing a gateway take turns going first, or the first in code order would
+        // take every line that frees up and starve the others.
+        if !running.is_empty() {
+            inner.round = inner.round.wrapping_add(1);
+            let k = inner.round % running.len();
+            running.rotate_left(k);
+        }
         for (code, project) in running {
             let list = agents.get(&project).map(Vec::as_slice).unwrap_or(&[]);
             let n = inner.engine.launch_count(&code, list, now);
@@ -1015,8 +1025,14 @@ impl DialerService {
                 .store
                 .retry_count(number_id, rule.status.code())
                 .unwrap_or(u8::MAX);
-            next_retry(std::slice::from_ref(rule), f.result, &f.attempt.number, used, now)
-                .map(|r| (r.at_ms, r.number, rule.status.code()))
+            next_retry(
+                std::slice::from_ref(rule),
+                f.result,
+                &f.attempt.number,
+                used,
+                now,
+            )
+            .map(|r| (r.at_ms, r.number, rule.status.code()))
         });
         if retry.is_some() {
             inner.engine.set_drained(&f.task, false);

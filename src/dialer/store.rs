@@ -102,9 +102,11 @@ impl DialerStore {
             // `1000 + id`, or the next free code after it when an operator chose that one.
             let mut n = 1000 + next;
             while tx
-                .query_row("SELECT 1 FROM gateways WHERE gw_code = ?1", [n.to_string()], |_| {
-                    Ok(())
-                })
+                .query_row(
+                    "SELECT 1 FROM gateways WHERE gw_code = ?1",
+                    [n.to_string()],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some()
             {
@@ -723,4 +725,111 @@ fn insert_numbers(
         ins.execute(params![task, n, entry])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialer::compliance::AttemptOutcome;
+    use crate::dialer::numbers::normalize;
+    use crate::dialer::task::{CallType, Code, NumberSource, PacingChoice, TaskLine};
+
+    fn spec() -> TaskSpec {
+        TaskSpec {
+            code: Code::parse("t1").unwrap(),
+            project: "p1".into(),
+            call_type: CallType::Predictive,
+            pacing: PacingChoice::Progressive,
+            lines: vec![TaskLine {
+                code: "1001".into(),
+                concurrency: 1,
+            }],
+            rate: 1.0,
+            source: NumberSource::List(Code::parse("l").unwrap()),
+            expires_ms: u64::MAX / 2,
+            time_zone: "UTC".into(),
+            week_periods: None,
+            time_periods: None,
+            org_no: None,
+            service_id: None,
+            city_org_no: None,
+            caller_id_groups: vec![],
+            retry_rules: vec![],
+            continuous_seconds: 0,
+            continuous_failed: 0,
+        }
+    }
+
+    fn attempt(id: i64, number: &str, rd: u8) -> Attempt {
+        Attempt {
+            campaign: "t1".into(),
+            number: number.into(),
+            caller_id: String::new(),
+            dialed_ms: 0,
+            answered_ms: None,
+            bridged_ms: None,
+            ended_ms: 1,
+            outcome: AttemptOutcome::Failed,
+            agent: None,
+            call_id: None,
+            pacing: None,
+            result_detail: Some(rd),
+            task_number_id: Some(id),
+        }
+    }
+
+    #[test]
+    fn retries_keep_the_original_number_and_count_per_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = DialerStore::open(&dir.path().join("d.db")).unwrap();
+        s.create_task(&spec(), &[(None, "13900000001".into())], 0)
+            .unwrap();
+        let d = s.claim_due("t1", 1, 0).unwrap().remove(0);
+        s.finish_attempt(
+            &attempt(d.id, &d.number, 1),
+            Some((10, "013900000001".into(), 5)),
+        )
+        .unwrap();
+        assert_eq!(s.retry_count(d.id, 5).unwrap(), 1);
+        assert_eq!(
+            s.retry_count(d.id, 2).unwrap(),
+            0,
+            "another rule's budget is untouched"
+        );
+        s.blacklist_add(&[normalize("13900000001").unwrap()], 20)
+            .unwrap();
+        let d2 = s.claim_due("t1", 1, 100).unwrap().remove(0);
+        assert_eq!(d2.number, "013900000001");
+        assert_eq!(
+            d2.original, "13900000001",
+            "the blacklist can see the imported form"
+        );
+        assert!(s.blacklisted(&d2.original).unwrap());
+    }
+
+    #[test]
+    fn calls_in_flight_at_a_restart_are_closed_not_redialled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let mut s = DialerStore::open(&path).unwrap();
+        s.create_task(
+            &spec(),
+            &[(None, "13900000001".into()), (None, "13900000002".into())],
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.claim_due("t1", 1, 0).unwrap().len(), 1);
+        drop(s);
+        let mut s = DialerStore::open(&path).unwrap();
+        let closed = s.close_in_flight(50).unwrap();
+        assert_eq!(closed, vec![("t1".to_string(), "13900000001".to_string())]);
+        let due = s.claim_due("t1", 5, 100).unwrap();
+        assert_eq!(due.len(), 1, "only the number never dialled is due");
+        assert_eq!(due[0].number, "13900000002");
+        let log = ComplianceLog::new(s.connection())
+            .attempts("t1", 0, 10)
+            .unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].1.result_detail, None);
+    }
 }
