@@ -241,7 +241,16 @@ async fn serve(
     body: Body,
 ) -> Result<Value, ApiError> {
     let (_, expected, _) = route.spec();
-    let params = read_signed(&st.mgmt, peer, method, expected, headers, uri, body).await?;
+    // Imports and blacklist requests carry up to `dialer.max_import` numbers: about 32 bytes
+    // each percent-encoded with separators, beyond the management API's usual body limit.
+    let limit = match route {
+        Route::Import | Route::BlacklistAdd | Route::BlacklistRemove => st
+            .mgmt
+            .max_body_bytes
+            .max(st.dialer.config().max_import.saturating_mul(32)),
+        _ => st.mgmt.max_body_bytes,
+    };
+    let params = read_signed(&st.mgmt, peer, method, expected, headers, uri, body, limit).await?;
     let dialer = Arc::clone(&st.dialer);
     tokio::task::spawn_blocking(move || execute(route, &dialer, &params))
         .await

@@ -295,7 +295,17 @@ async fn serve(
     uri: &Uri,
     body: Body,
 ) -> Result<Value, ApiError> {
-    let params = read_signed(st, peer, method, route.method(), headers, uri, body).await?;
+    let params = read_signed(
+        st,
+        peer,
+        method,
+        route.method(),
+        headers,
+        uri,
+        body,
+        st.max_body_bytes,
+    )
+    .await?;
     let agents = Arc::clone(&st.agents);
     let hub = Arc::clone(&st.hub);
     // Directory work blocks on SQLite.
@@ -313,6 +323,7 @@ async fn serve(
 /// The part every seed 004 route shares: authentication (before anything else, so nobody
 /// learns about routes or parameters without it), the method, the bounded body, and the
 /// parameters.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_signed(
     st: &MgmtState,
     peer: SocketAddr,
@@ -321,6 +332,7 @@ pub(crate) async fn read_signed(
     headers: &HeaderMap,
     uri: &Uri,
     body: Body,
+    max_body_bytes: usize,
 ) -> Result<Params, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     {
@@ -343,13 +355,13 @@ pub(crate) async fn read_signed(
             format!("{} {} expects {}", method, uri.path(), expected),
         ));
     }
-    let bytes = axum::body::to_bytes(body, st.max_body_bytes)
+    let bytes = axum::body::to_bytes(body, max_body_bytes)
         .await
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("request body exceeds {} bytes", st.max_body_bytes),
+                format!("request body exceeds {max_body_bytes} bytes"),
             )
         })?;
     Params::parse(uri.query(), &bytes)
