@@ -20,7 +20,7 @@ use jiff::civil::DateTime;
 use serde_json::{json, Value};
 
 use super::listener::Peer;
-use super::mgmt::{error_body, json_response, ok, read_signed, ApiError, MgmtState, Params};
+use super::mgmt::{ok, read_signed, respond, ApiError, MgmtState, Params};
 use crate::clock::Now;
 use crate::dialer::gateway::{valid_prefix, Gateway};
 use crate::dialer::numbers::{normalize, Dedupe, Skipped};
@@ -216,19 +216,7 @@ async fn handle(
 ) -> Response {
     let (_, _, name) = route.spec();
     let result = serve(route, &st, peer, method, &headers, &uri, body).await;
-    let (label, resp) = match result {
-        Ok(v) => ("ok", json_response(StatusCode::OK, &v)),
-        Err(e) => {
-            tracing::info!(route = name, peer = %peer.ip(), status = e.status.as_u16(), error = %e.msg, "campaign request refused");
-            (e.label, error_body(e.status, &e.msg))
-        }
-    };
-    st.mgmt
-        .metrics
-        .api_requests
-        .with_label_values(&[name, label])
-        .inc();
-    resp
+    respond(name, peer, &st.mgmt.metrics, result)
 }
 
 async fn serve(

@@ -272,16 +272,27 @@ async fn handle(
     body: Body,
 ) -> Response {
     let result = serve(route, &st, peer, method, &headers, &uri, body).await;
+    respond(route.name(), peer, &st.metrics, result)
+}
+
+/// Renders a seed 004 route's result (the data, or the error envelope), logs a refusal and
+/// counts the request under `route`.
+pub(crate) fn respond(
+    route: &'static str,
+    peer: SocketAddr,
+    metrics: &Metrics,
+    result: Result<Value, ApiError>,
+) -> Response {
     let (label, resp) = match result {
         Ok(v) => ("ok", json_response(StatusCode::OK, &v)),
         Err(e) => {
-            tracing::info!(route = route.name(), peer = %peer.ip(), status = e.status.as_u16(), error = %e.msg, "management request refused");
+            tracing::info!(route, peer = %peer.ip(), status = e.status.as_u16(), error = %e.msg, "management request refused");
             (e.label, error_body(e.status, &e.msg))
         }
     };
-    st.metrics
+    metrics
         .api_requests
-        .with_label_values(&[route.name(), label])
+        .with_label_values(&[route, label])
         .inc();
     resp
 }

@@ -104,6 +104,35 @@ pub struct Attempt {
     pub task_number_id: Option<i64>,
 }
 
+impl Attempt {
+    /// An attempt that placed no call (a blacklisted number, or one whose call was lost to
+    /// a restart): times are `now`, no caller ID, no answer; `note` says why.
+    pub fn without_call(
+        campaign: &str,
+        number: &str,
+        task_number_id: i64,
+        outcome: AttemptOutcome,
+        note: &str,
+        now_ms: u64,
+    ) -> Attempt {
+        Attempt {
+            campaign: campaign.to_owned(),
+            number: number.to_owned(),
+            caller_id: String::new(),
+            dialed_ms: now_ms,
+            answered_ms: None,
+            bridged_ms: None,
+            ended_ms: now_ms,
+            outcome,
+            agent: None,
+            call_id: None,
+            pacing: Some(note.to_owned()),
+            result_detail: None,
+            task_number_id: Some(task_number_id),
+        }
+    }
+}
+
 /// Live answers and abandons in a window, and their ratio.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

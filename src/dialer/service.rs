@@ -964,21 +964,14 @@ impl DialerService {
 
     /// Logs a number that is never dialled because it is blacklisted.
     fn suppress(&self, inner: &mut Inner, task: &str, number_id: i64, number: &str, now: u64) {
-        let attempt = Attempt {
-            campaign: task.to_owned(),
-            number: number.to_owned(),
-            caller_id: String::new(),
-            dialed_ms: now,
-            answered_ms: None,
-            bridged_ms: None,
-            ended_ms: now,
-            outcome: AttemptOutcome::Suppressed,
-            agent: None,
-            call_id: None,
-            pacing: Some("blacklisted".into()),
-            result_detail: None,
-            task_number_id: Some(number_id),
-        };
+        let attempt = Attempt::without_call(
+            task,
+            number,
+            number_id,
+            AttemptOutcome::Suppressed,
+            "blacklisted",
+            now,
+        );
         if let Err(e) = inner.store.finish_attempt(&attempt, None) {
             self.metrics.store_errors.inc();
             tracing::error!(task, error = %e, "logging a suppressed number failed");

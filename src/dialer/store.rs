@@ -431,21 +431,14 @@ impl DialerStore {
             rows.collect::<Result<_, _>>()?
         };
         for (id, task, number) in &rows {
-            let a = Attempt {
-                campaign: task.clone(),
-                number: number.clone(),
-                caller_id: String::new(),
-                dialed_ms: now_ms,
-                answered_ms: None,
-                bridged_ms: None,
-                ended_ms: now_ms,
-                outcome: super::compliance::AttemptOutcome::Failed,
-                agent: None,
-                call_id: None,
-                pacing: Some("in flight when the daemon stopped; outcome unknown".into()),
-                result_detail: None,
-                task_number_id: Some(*id),
-            };
+            let a = Attempt::without_call(
+                task,
+                number,
+                *id,
+                super::compliance::AttemptOutcome::Failed,
+                "in flight when the daemon stopped; outcome unknown",
+                now_ms,
+            );
             let aid = ComplianceLog::new(&tx).append(&a)?;
             tx.execute(
                 "UPDATE task_numbers SET state = 2, last_attempt_id = ?2 WHERE id = ?1",
