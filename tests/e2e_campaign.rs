@@ -19,6 +19,10 @@
 
 #[path = "support/campaign_api.rs"]
 mod campaign_api;
+#[path = "support/campaign_env.rs"]
+mod campaign_env;
+#[path = "support/checks.rs"]
+mod checks;
 mod common;
 #[path = "support/dialer_peer.rs"]
 mod dialer_peer;
@@ -28,31 +32,24 @@ mod esl_server;
 mod mgmt;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use campaign_api::*;
+use campaign_env::*;
+use checks::Checks;
 use common::*;
 use dialer_peer::{Call, DialerPeer, Fate, Kind, Scenario};
 use mgmt::*;
 
-/// Upper bound for anything that should happen "soon".
-const WAIT: Duration = Duration::from_secs(15);
 /// Upper bound for a whole campaign of ~40 numbers at 4 lines (typically ~10 s).
 const CAMPAIGN_DEADLINE: Duration = Duration::from_secs(180);
-/// How long "nothing more happens" is watched.
-const QUIET: Duration = Duration::from_millis(1500);
 
 const ESL_PASSWORD: &str = "e2e-ClueCon";
 const GW: &str = "GW-E2E";
 const MOBILE_PREFIX: &str = "96";
 const FIXED_PREFIX: &str = "97";
-const RING_TIMEOUT_SECS: u64 = 5;
-/// `[dialer] drop_ms`, below the 2 s abandon threshold so a late bridge cannot happen
-/// unless gridedge is slow (see `allowed`).
-const DROP_MS: u64 = 1500;
 /// The contract's `abandon_threshold_ms`.
 const ABANDON_THRESHOLD_MS: u64 = 2000;
 /// Clock and scheduling slack around the threshold: a bridge this close to it may be judged
@@ -60,122 +57,22 @@ const ABANDON_THRESHOLD_MS: u64 = 2000;
 const THRESHOLD_SLACK_MS: u64 = 200;
 
 fn seed() -> u64 {
-    std::env::var("GRIDEDGE_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_0004_CA11)
+    env_seed(0x5EED_0004_CA11)
 }
 
 // ------------------------------------------------------------------------------------------
 // Setup
 // ------------------------------------------------------------------------------------------
 
-fn config(peer: &DialerPeer) -> String {
-    format!(
-        r#"{mgmt}
-[esl]
-enabled = true
-address = "{addr}"
-password = "{ESL_PASSWORD}"
-reconnect_min_ms = 20
-reconnect_max_ms = 200
-
-[dialer]
-ring_timeout_secs = {RING_TIMEOUT_SECS}
-drop_ms = {DROP_MS}
-agent_dial_string = "user/{{ext}}"
-"#,
-        mgmt = default_config(),
-        addr = peer.addr(),
-    )
-}
-
-fn wait_metric(d: &Daemon, what: &str, name: &str, labels: &[&str], ok: impl Fn(f64) -> bool) {
-    let mut last = 0.0;
-    if poll_until(WAIT, || {
-        last = d.metric(name, labels).unwrap_or(0.0);
-        ok(last).then_some(())
-    })
-    .is_none()
-    {
-        d.fail(&format!(
-            "{what}: {name}{labels:?} is {last} after {WAIT:?}\n{}",
-            d.metrics()
-        ));
-    }
-}
-
-/// Waits until the daemon has authenticated, subscribed and resynced `connections` times.
-fn wait_connected(d: &Daemon, peer: &DialerPeer, connections: u64) {
-    let ok = peer.wait_server(WAIT, |s| {
-        s.subscriptions >= connections
-            && s.commands
-                .iter()
-                .filter(|c| c.as_str() == "api show channels as json")
-                .count() as u64
-                >= connections
-    });
-    if !ok {
-        d.fail(&format!(
-            "the daemon did not connect to the event socket ({connections} times) within \
-             {WAIT:?}; commands seen: {:?}",
-            peer.commands()
-        ));
-    }
-    wait_metric(
-        d,
-        "gridedge_esl_connected = 1",
-        "gridedge_esl_connected",
-        &[],
-        |v| v == 1.0,
-    );
-}
-
-fn register_udp(d: &Daemon, user: &str, password: &str) -> UdpConn {
-    let mut c = d.udp_client();
-    let contact = format!("<sip:{user}@{}>", c.local_addr());
-    let mut uac = Uac::new(user);
-    let opts = RegisterOpts::new(password, Some(contact));
-    let r = register(&mut c, &mut uac, &opts, &format!("REGISTER {user}")).response;
-    if r.code != 200 {
-        d.fail(&format!("REGISTER {user}:\n{}", r.raw));
-    }
-    c
-}
-
-/// Creates `project` with `n` seats, claims, registers and signs in every extension and
-/// makes it idle. Returns the extensions and their phones (keep them).
-fn sign_in_agents(d: &Daemon, api: &Mgmt, project: &str, n: u32) -> (Vec<String>, Vec<UdpConn>) {
-    let cert = api.create_ok(project, n);
-    let mut users = Vec::new();
-    let mut phones = Vec::new();
-    for _ in 0..n {
-        let (user, pw) = api.claim(&cert);
-        phones.push(register_udp(d, &user, &pw));
-        users.push(user);
-    }
-    for user in &users {
-        // The registrar tells presence asynchronously; setWorkStatus needs the phone online.
-        let mut last = None;
-        if poll_until(WAIT, || {
-            let r = api.set_work_status(user, "1");
-            let ok = r.status() == 200 && r.code() == Some(1);
-            last = Some(r);
-            ok.then_some(())
-        })
-        .is_none()
-        {
-            d.fail(&format!("setWorkStatus {user} 1: {last:?}"));
-        }
-    }
-    wait_metric(
-        d,
-        &format!("{n} agents idle"),
-        "gridedge_agents",
-        &["state=\"idle\""],
-        |v| v == f64::from(n),
-    );
-    (users, phones)
+/// The switch playing `scenario`, the daemon connected to it and `agents` idle agents of
+/// `project`, with their phones (keep them; they drop first, the switch last).
+fn start_rig(
+    scenario: Scenario,
+    project: &str,
+    agents: u32,
+) -> (DialerPeer, Daemon, Mgmt, Vec<UdpConn>) {
+    let rig = Rig::start(ESL_PASSWORD, seed(), scenario, &[(project, agents)], "");
+    (rig.peer, rig.d, rig.api, rig.phones)
 }
 
 /// `count` numbers: mostly mobile (`1380013xxxx`, dialled with the mobile prefix), every
@@ -199,17 +96,6 @@ fn add_line(api: &Mgmt, expect_count: u32) {
             .set("mobilePhonePrefix", MOBILE_PREFIX)
             .set("fixedPhonePrefix", FIXED_PREFIX),
     );
-}
-
-/// A supervisor subscribed to the project's task-status topic.
-fn task_stream(d: &Daemon, project: &str) -> Stomp {
-    let mut s = Stomp::connect(d.listeners.http, Framing::Raw, &supervisor_login())
-        .unwrap_or_else(|e| d.fail(&format!("STOMP CONNECT as supervisor: {e}")));
-    let topic = format!("/topic/callTaskStatus/{project}");
-    if let Err(e) = s.subscribe("task-status", &topic) {
-        d.fail(&format!("SUBSCRIBE {topic}: {e}"));
-    }
-    s
 }
 
 /// Reads whatever the stream has within `within` into its queue (so the daemon never sees a
@@ -274,44 +160,6 @@ fn message_agrees(m: &Value, api: &Value) -> Result<(), String> {
     match (mr, ar) {
         (Some(a), Some(b)) if (a - b).abs() < 1e-9 => Ok(()),
         _ => Err(format!("rate {mr:?} != callTaskStatus rate {ar:?}")),
-    }
-}
-
-/// Runs each check, collecting failures so one run reports every disagreement; `finish`
-/// fails with all of them, the peer's record and the daemon's log.
-struct Checks {
-    failures: Vec<String>,
-}
-
-impl Checks {
-    fn new() -> Checks {
-        Checks {
-            failures: Vec::new(),
-        }
-    }
-
-    fn run(&mut self, name: &str, f: impl FnOnce()) {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            self.failures.push(format!("[{name}] {msg}"));
-        }
-    }
-
-    fn finish(self, d: &Daemon, peer: &DialerPeer) {
-        if !self.failures.is_empty() {
-            d.fail(&format!(
-                "{} check(s) failed (seed {}; rerun with GRIDEDGE_E2E_SEED={}):\n{}\n\n{}",
-                self.failures.len(),
-                seed(),
-                seed(),
-                self.failures.join("\n\n"),
-                peer.summary()
-            ));
-        }
     }
 }
 
@@ -381,18 +229,8 @@ fn detail_class(detail: &str) -> &'static str {
     }
 }
 
-fn s<'a>(row: &'a Value, key: &str) -> Option<&'a str> {
-    row.get(key).and_then(Value::as_str)
-}
-
 fn ms(row: &Value, key: &str) -> Option<i64> {
     row.get(key).and_then(int_of)
-}
-
-fn detail_of(row: &Value) -> String {
-    row.get("resultDetail")
-        .and_then(code_of)
-        .unwrap_or_default()
 }
 
 /// Checks one compliance row against the peer's record of the same call.
@@ -593,38 +431,18 @@ fn wait_campaign(
     what: &str,
     done: impl Fn(&[Value], &Value, &[Call]) -> bool,
 ) -> (Vec<Value>, Value) {
-    let deadline = Instant::now() + within;
-    loop {
-        absorb(stream, Duration::from_millis(200));
-        let rows = attempts(api, task);
-        let status = status_ok(api, task);
-        let calls = peer.calls();
-        if done(&rows, &status, &calls) {
-            return (rows, status);
-        }
-        if Instant::now() >= deadline {
-            let rows_text: Vec<String> = rows.iter().map(Value::to_string).collect();
-            d.fail(&format!(
-                "{what}: not within {within:?} (seed {})\ncallTaskStatus {status}\n\
-                 {} attempts:\n{}\n{}",
-                seed(),
-                rows.len(),
-                rows_text.join("\n"),
-                peer.summary()
-            ));
-        }
-    }
-}
-
-/// Asserts that the peer sees no new originate for `QUIET`.
-fn assert_no_more_originates(d: &Daemon, peer: &DialerPeer, what: &str) {
-    let n = peer.state(|s| s.calls.len());
-    if peer.wait_until(QUIET, |s| s.calls.len() > n) {
-        d.fail(&format!(
-            "{what}: a new originate after {n}\n{}",
-            peer.summary()
-        ));
-    }
+    wait_attempts(
+        d,
+        api,
+        peer,
+        seed(),
+        task,
+        within,
+        what,
+        || peer.calls(),
+        || absorb(stream, Duration::from_millis(200)),
+        done,
+    )
 }
 
 // ------------------------------------------------------------------------------------------
@@ -640,12 +458,7 @@ fn predictive_campaign_agrees_with_the_switch() {
     let task_code = "T-camp";
     let lines = 4u32;
     let scenario = Scenario::campaign(seed(), GW, MOBILE_PREFIX, FIXED_PREFIX);
-    let peer = DialerPeer::start(ESL_PASSWORD, scenario.clone());
-    let mut d = Daemon::start(&config(&peer));
-    wait_connected(&d, &peer, 1);
-    let api = Mgmt::new(d.listeners.http);
-    let (agents, _phones) = sign_in_agents(&d, &api, project, 4);
-    peer.set_agents(&agents);
+    let (peer, mut d, api, _phones) = start_rig(scenario.clone(), project, 4);
     add_line(&api, 10);
 
     let (list, pre_black, post_black) = campaign_numbers();
@@ -666,7 +479,7 @@ fn predictive_campaign_agrees_with_the_switch() {
     p = p.set("pacing", "predictive");
     assert_eq!(submit_ok(&api, &p), 40, "totalCnt");
     assert_eq!(blacklist_add_ok(&api, &post_black.join(",")), 2);
-    let mut stream = task_stream(&d, project);
+    let mut stream = task_status_stream(&d, project);
     start_ok(&api, task_code);
 
     // Every number has an attempt, every call the switch saw has ended and is in the log.
@@ -1151,7 +964,7 @@ fn predictive_campaign_agrees_with_the_switch() {
         );
     });
     d.assert_alive("after the campaign");
-    c.finish(&d, &peer);
+    finish_checks(c, &d, &peer, seed());
 }
 
 /// A SIGKILLed daemon started again on the same state dir answers the same compliance log,
@@ -1160,20 +973,13 @@ fn predictive_campaign_agrees_with_the_switch() {
 fn compliance_log_survives_a_restart() {
     let project = "P-restart";
     let task_code = "T-restart";
-    let peer = DialerPeer::start(
-        ESL_PASSWORD,
-        Scenario::campaign(seed() ^ 0x7E57, GW, MOBILE_PREFIX, FIXED_PREFIX),
-    );
-    let mut d = Daemon::start(&config(&peer));
-    wait_connected(&d, &peer, 1);
-    let api = Mgmt::new(d.listeners.http);
-    let (agents, _phones) = sign_in_agents(&d, &api, project, 2);
-    peer.set_agents(&agents);
+    let scenario = Scenario::campaign(seed() ^ 0x7E57, GW, MOBILE_PREFIX, FIXED_PREFIX);
+    let (peer, mut d, api, _phones) = start_rig(scenario, project, 2);
     add_line(&api, 10);
     let list = numbers(100, 12);
     import_ok(&api, "L-restart", &list.join("\n"), Some("3"), None, 12);
     submit_ok(&api, &task(task_code, project, "L-restart", GW, 2, "1"));
-    let mut stream = task_stream(&d, project);
+    let mut stream = task_status_stream(&d, project);
     start_ok(&api, task_code);
     let want: BTreeSet<String> = list.iter().cloned().collect();
     let (rows, status) = wait_campaign(
@@ -1189,9 +995,7 @@ fn compliance_log_survives_a_restart() {
                 .filter_map(|r| s(r, "number").map(str::to_owned))
                 .collect::<BTreeSet<_>>()
                 == want
-                && calls.iter().all(Call::ended)
-                && rows.len() >= calls.len()
-                && status.get("runningCount").and_then(int_of) == Some(0)
+                && ended_and_logged(rows, status, calls)
         },
     );
     let compliance = compliance_ok(&api, task_code);
@@ -1230,7 +1034,7 @@ fn compliance_log_survives_a_restart() {
         }
     });
     d.assert_alive("after the restart");
-    c.finish(&d, &peer);
+    finish_checks(c, &d, &peer, seed());
 }
 
 /// `continuousFailed = 5` against a switch where every call is busy: the task pauses itself
@@ -1242,19 +1046,14 @@ fn consecutive_failures_pause_the_task_by_itself() {
     let mut scenario = Scenario::campaign(seed(), GW, MOBILE_PREFIX, FIXED_PREFIX);
     scenario.mix = vec![(Kind::Busy, 1)];
     scenario.ring_ms = (50, 100);
-    let peer = DialerPeer::start(ESL_PASSWORD, scenario);
-    let mut d = Daemon::start(&config(&peer));
-    wait_connected(&d, &peer, 1);
-    let api = Mgmt::new(d.listeners.http);
-    let (agents, _phones) = sign_in_agents(&d, &api, project, 2);
-    peer.set_agents(&agents);
+    let (peer, mut d, api, _phones) = start_rig(scenario, project, 2);
     add_line(&api, 10);
     let list = numbers(200, 20);
     import_ok(&api, "L-fail", &list.join("\n"), Some("3"), None, 20);
     // One line, so the fifth failure ends before a sixth call can start.
     let p = task(task_code, project, "L-fail", GW, 1, "1").set("continuousFailed", "5");
     submit_ok(&api, &p);
-    let mut stream = task_stream(&d, project);
+    let mut stream = task_status_stream(&d, project);
     start_ok(&api, task_code);
 
     wait_campaign(
@@ -1308,7 +1107,7 @@ fn consecutive_failures_pause_the_task_by_itself() {
         }
     });
     d.assert_alive("after the automatic pause");
-    c.finish(&d, &peer);
+    finish_checks(c, &d, &peer, seed());
 }
 
 /// Pause: no call is launched after the pause is answered, calls in flight finish normally
@@ -1322,17 +1121,12 @@ fn pause_stops_new_calls_and_end_is_final() {
     scenario.mix = vec![(Kind::Live, 1)];
     scenario.impatient_pct = 0;
     scenario.talk_ms = (1500, 2500);
-    let peer = DialerPeer::start(ESL_PASSWORD, scenario);
-    let mut d = Daemon::start(&config(&peer));
-    wait_connected(&d, &peer, 1);
-    let api = Mgmt::new(d.listeners.http);
-    let (agents, _phones) = sign_in_agents(&d, &api, project, 3);
-    peer.set_agents(&agents);
+    let (peer, mut d, api, _phones) = start_rig(scenario, project, 3);
     add_line(&api, 10);
     let list = numbers(300, 15);
     import_ok(&api, "L-pause", &list.join("\n"), Some("3"), None, 15);
     submit_ok(&api, &task(task_code, project, "L-pause", GW, 3, "1"));
-    let mut stream = task_stream(&d, project);
+    let mut stream = task_status_stream(&d, project);
     start_ok(&api, task_code);
 
     if !peer.wait_until(WAIT, |s| {
@@ -1364,11 +1158,7 @@ fn pause_stops_new_calls_and_end_is_final() {
         task_code,
         WAIT,
         "the calls in flight at the pause finished and were logged",
-        |rows, status, calls| {
-            calls.iter().all(Call::ended)
-                && rows.len() >= calls.len()
-                && status.get("runningCount").and_then(int_of) == Some(0)
-        },
+        ended_and_logged,
     );
     assert_no_more_originates(&d, &peer, "while paused");
     let n_paused = peer.state(|s| s.calls.len());
@@ -1416,11 +1206,7 @@ fn pause_stops_new_calls_and_end_is_final() {
         task_code,
         WAIT,
         "the calls in flight at the end finished and were logged",
-        |rows, status, calls| {
-            calls.iter().all(Call::ended)
-                && rows.len() >= calls.len()
-                && status.get("runningCount").and_then(int_of) == Some(0)
-        },
+        ended_and_logged,
     );
     assert_no_more_originates(&d, &peer, "after the end");
     c.run("ended is final", || {
@@ -1463,7 +1249,7 @@ fn pause_stops_new_calls_and_end_is_final() {
         assert!(peer.state(|s| s.max_in_flight) <= 3);
     });
     d.assert_alive("after the end");
-    c.finish(&d, &peer);
+    finish_checks(c, &d, &peer, seed());
 }
 
 /// The test harness itself: the scripted switch driven through gridedge's own ESL client

@@ -15,17 +15,19 @@
 
 #[path = "support/campaign_api.rs"]
 mod campaign_api;
+#[path = "support/checks.rs"]
+mod checks;
 mod common;
 #[path = "support/mgmt.rs"]
 mod mgmt;
 
 use std::collections::BTreeSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use campaign_api::*;
+use checks::Checks;
 use common::*;
 use mgmt::*;
 
@@ -35,40 +37,6 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 // ------------------------------------------------------------------------------------------
 // helpers
 // ------------------------------------------------------------------------------------------
-
-/// Runs each check, collecting failures so one run reports every disagreement.
-struct Checks {
-    failures: Vec<String>,
-}
-
-impl Checks {
-    fn new() -> Checks {
-        Checks {
-            failures: Vec::new(),
-        }
-    }
-
-    fn run(&mut self, name: &str, f: impl FnOnce()) {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            self.failures.push(format!("[{name}] {msg}"));
-        }
-    }
-
-    fn finish(self, d: &Daemon) {
-        if !self.failures.is_empty() {
-            d.fail(&format!(
-                "{} check(s) failed:\n{}",
-                self.failures.len(),
-                self.failures.join("\n\n")
-            ));
-        }
-    }
-}
 
 /// Everything a refused request must leave as it was.
 #[derive(Debug, PartialEq)]
@@ -120,16 +88,6 @@ fn codes_of(list: &[Value]) -> BTreeSet<String> {
     list.iter()
         .filter_map(|g| g.get("gwCode").and_then(Value::as_str).map(str::to_owned))
         .collect()
-}
-
-fn supervisor_stream(d: &Daemon, project: &str) -> Stomp {
-    let mut s = Stomp::connect(d.listeners.http, Framing::Raw, &supervisor_login())
-        .unwrap_or_else(|e| d.fail(&format!("STOMP CONNECT as supervisor: {e}")));
-    let topic = format!("/topic/callTaskStatus/{project}");
-    if let Err(e) = s.subscribe("task-status", &topic) {
-        d.fail(&format!("SUBSCRIBE {topic}: {e}"));
-    }
-    s
 }
 
 /// The next callTaskStatus message for `task` whose body satisfies `pred`.
@@ -1232,7 +1190,7 @@ fn task_status_transitions_concurrency_and_additions() {
         3,
     );
     let last0 = int(&first, "lastId", "first import");
-    let mut stream = supervisor_stream(&d, project);
+    let mut stream = task_status_stream(&d, project);
 
     // No agent is signed in and no switch is connected: a running predictive task dials
     // nothing, so the counters stay at 0 throughout.

@@ -20,6 +20,10 @@
 
 #[path = "support/campaign_api.rs"]
 mod campaign_api;
+#[path = "support/campaign_env.rs"]
+mod campaign_env;
+#[path = "support/checks.rs"]
+mod checks;
 mod common;
 #[path = "support/dialer_peer.rs"]
 mod dialer_peer;
@@ -29,284 +33,31 @@ mod esl_server;
 mod mgmt;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use campaign_api::*;
+use campaign_env::*;
+use checks::Checks;
 use common::*;
-use dialer_peer::{Call, DialerPeer, Fate, Kind, Scenario};
+use dialer_peer::{Call, Fate, Kind, Scenario};
 use mgmt::*;
 
-/// Upper bound for anything that should happen "soon".
-const WAIT: Duration = Duration::from_secs(15);
 /// Upper bound for one of these small campaigns (a dozen calls, typically a few seconds).
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
-/// How long "no further originate" is watched after a campaign settled.
-const QUIET: Duration = Duration::from_millis(1500);
 /// How long a task whose calling window is closed is watched for originates.
 const CLOSED_WINDOW_WATCH: Duration = Duration::from_secs(2);
 
 const ESL_PASSWORD: &str = "e2e-rules-ClueCon";
 const GW: &str = "GW-RULES";
-const RING_TIMEOUT_SECS: u64 = 5;
-const DROP_MS: u64 = 1500;
 
 const BUSY: Fate = Fate::Fail("USER_BUSY");
 const NO_ANSWER: Fate = Fate::Fail("NO_ANSWER");
 const UNALLOCATED: Fate = Fate::Fail("UNALLOCATED_NUMBER");
 
 fn seed() -> u64 {
-    std::env::var("GRIDEDGE_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_0004_0B1E)
-}
-
-// ------------------------------------------------------------------------------------------
-// Setup
-// ------------------------------------------------------------------------------------------
-
-fn config(peer: &DialerPeer, extra: &str) -> String {
-    format!(
-        r#"{mgmt}
-[esl]
-enabled = true
-address = "{addr}"
-password = "{ESL_PASSWORD}"
-reconnect_min_ms = 20
-reconnect_max_ms = 200
-
-[dialer]
-ring_timeout_secs = {RING_TIMEOUT_SECS}
-drop_ms = {DROP_MS}
-agent_dial_string = "user/{{ext}}"
-{extra}
-"#,
-        mgmt = default_config(),
-        addr = peer.addr(),
-    )
-}
-
-fn wait_metric(d: &Daemon, what: &str, name: &str, labels: &[&str], ok: impl Fn(f64) -> bool) {
-    let mut last = 0.0;
-    if poll_until(WAIT, || {
-        last = d.metric(name, labels).unwrap_or(0.0);
-        ok(last).then_some(())
-    })
-    .is_none()
-    {
-        d.fail(&format!(
-            "{what}: {name}{labels:?} is {last} after {WAIT:?}\n{}",
-            d.metrics()
-        ));
-    }
-}
-
-/// Waits until the daemon has authenticated, subscribed and resynced with the peer.
-fn wait_connected(d: &Daemon, peer: &DialerPeer) {
-    let ok = peer.wait_server(WAIT, |s| {
-        s.subscriptions >= 1
-            && s.commands
-                .iter()
-                .any(|c| c.as_str() == "api show channels as json")
-    });
-    if !ok {
-        d.fail(&format!(
-            "the daemon did not connect to the event socket within {WAIT:?}; commands seen: \
-             {:?}",
-            peer.commands()
-        ));
-    }
-    wait_metric(
-        d,
-        "gridedge_esl_connected = 1",
-        "gridedge_esl_connected",
-        &[],
-        |v| v == 1.0,
-    );
-}
-
-fn register_udp(d: &Daemon, user: &str, password: &str) -> UdpConn {
-    let mut c = d.udp_client();
-    let contact = format!("<sip:{user}@{}>", c.local_addr());
-    let mut uac = Uac::new(user);
-    let opts = RegisterOpts::new(password, Some(contact));
-    let r = register(&mut c, &mut uac, &opts, &format!("REGISTER {user}")).response;
-    if r.code != 200 {
-        d.fail(&format!("REGISTER {user}:\n{}", r.raw));
-    }
-    c
-}
-
-/// Creates `project` with `n` seats, claims, registers and makes idle every extension, then
-/// waits until `idle_total` agents (of every project so far) are idle.
-fn sign_in_agents(
-    d: &Daemon,
-    api: &Mgmt,
-    project: &str,
-    n: u32,
-    idle_total: u32,
-) -> (Vec<String>, Vec<UdpConn>) {
-    let cert = api.create_ok(project, n);
-    let mut users = Vec::new();
-    let mut phones = Vec::new();
-    for _ in 0..n {
-        let (user, pw) = api.claim(&cert);
-        phones.push(register_udp(d, &user, &pw));
-        users.push(user);
-    }
-    for user in &users {
-        // The registrar tells presence asynchronously; setWorkStatus needs the phone online.
-        let mut last = None;
-        if poll_until(WAIT, || {
-            let r = api.set_work_status(user, "1");
-            let ok = r.status() == 200 && r.code() == Some(1);
-            last = Some(r);
-            ok.then_some(())
-        })
-        .is_none()
-        {
-            d.fail(&format!("setWorkStatus {user} 1: {last:?}"));
-        }
-    }
-    wait_metric(
-        d,
-        &format!("{idle_total} agents idle"),
-        "gridedge_agents",
-        &["state=\"idle\""],
-        |v| v == f64::from(idle_total),
-    );
-    (users, phones)
-}
-
-/// The scripted switch, the daemon connected to it and the signed-in agents. Fields drop in
-/// order: the phones, the daemon, then the switch.
-struct Rig {
-    _phones: Vec<UdpConn>,
-    d: Daemon,
-    peer: DialerPeer,
-    api: Mgmt,
-}
-
-impl Rig {
-    /// `projects`: (projectCode, agents); `extra`: config sections after `[dialer]`.
-    fn start(scenario: Scenario, projects: &[(&str, u32)], extra: &str) -> Rig {
-        let peer = DialerPeer::start(ESL_PASSWORD, scenario);
-        let d = Daemon::start(&config(&peer, extra));
-        wait_connected(&d, &peer);
-        let api = Mgmt::new(d.listeners.http);
-        let mut agents = Vec::new();
-        let mut phones = Vec::new();
-        let mut total = 0;
-        for (project, n) in projects {
-            total += n;
-            let (a, p) = sign_in_agents(&d, &api, project, *n, total);
-            agents.extend(a);
-            phones.extend(p);
-        }
-        peer.set_agents(&agents);
-        Rig {
-            _phones: phones,
-            d,
-            peer,
-            api,
-        }
-    }
-
-    /// The originates the peer saw for `task` (by their `gridedge_task` variable).
-    fn calls_of(&self, task: &str) -> Vec<Call> {
-        self.peer.state(|s| {
-            s.calls
-                .iter()
-                .filter(|c| task_of(c) == task)
-                .cloned()
-                .collect()
-        })
-    }
-
-    /// Polls the task's attempts and callTaskStatus with the peer's calls of the task until
-    /// `done` holds; fails with all three at the deadline.
-    fn wait_task(
-        &self,
-        task: &str,
-        within: Duration,
-        what: &str,
-        done: impl Fn(&[Value], &Value, &[Call]) -> bool,
-    ) -> (Vec<Value>, Value) {
-        let deadline = Instant::now() + within;
-        loop {
-            let rows = attempts(&self.api, task);
-            let status = status_ok(&self.api, task);
-            let calls = self.calls_of(task);
-            if done(&rows, &status, &calls) {
-                return (rows, status);
-            }
-            if Instant::now() >= deadline {
-                let rows_text: Vec<String> = rows.iter().map(Value::to_string).collect();
-                self.d.fail(&format!(
-                    "{task}: {what}: not within {within:?} (seed {})\ncallTaskStatus {status}\n\
-                     {} attempts:\n{}\n{}",
-                    seed(),
-                    rows.len(),
-                    rows_text.join("\n"),
-                    self.peer.summary()
-                ));
-            }
-            // Poll interval only: the condition above is what the test waits for.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Asserts that the peer sees no new originate for `QUIET` (a bounded negative wait).
-    fn assert_no_more_originates(&self, what: &str) {
-        let n = self.peer.state(|s| s.calls.len());
-        if self.peer.wait_until(QUIET, |s| s.calls.len() > n) {
-            self.d.fail(&format!(
-                "{what}: a new originate after {n}\n{}",
-                self.peer.summary()
-            ));
-        }
-    }
-}
-
-/// Runs each check, collecting failures so one run reports every disagreement; `finish`
-/// fails with all of them, the peer's record and the daemon's log.
-struct Checks {
-    failures: Vec<String>,
-}
-
-impl Checks {
-    fn new() -> Checks {
-        Checks {
-            failures: Vec::new(),
-        }
-    }
-
-    fn run(&mut self, name: &str, f: impl FnOnce()) {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            self.failures.push(format!("[{name}] {msg}"));
-        }
-    }
-
-    fn finish(self, rig: &Rig) {
-        if !self.failures.is_empty() {
-            rig.d.fail(&format!(
-                "{} check(s) failed (seed {}; rerun with GRIDEDGE_E2E_SEED={}):\n{}\n\n{}",
-                self.failures.len(),
-                seed(),
-                seed(),
-                self.failures.join("\n\n"),
-                rig.peer.summary()
-            ));
-        }
-    }
+    env_seed(0x5EED_0004_0B1E)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -331,28 +82,10 @@ fn pick(tag: u32, n: usize, want: impl Fn(&str) -> bool) -> Vec<String> {
     found
 }
 
-fn task_of(c: &Call) -> &str {
-    c.vars.get("gridedge_task").map_or("", String::as_str)
-}
-
 fn cid_of(c: &Call) -> &str {
     c.vars
         .get("origination_caller_id_number")
         .map_or("", String::as_str)
-}
-
-fn s<'a>(row: &'a Value, key: &str) -> Option<&'a str> {
-    row.get(key).and_then(Value::as_str)
-}
-
-fn detail_of(row: &Value) -> String {
-    row.get("resultDetail")
-        .and_then(code_of)
-        .unwrap_or_default()
-}
-
-fn running(status: &Value) -> Option<i64> {
-    status.get("runningCount").and_then(int_of)
 }
 
 /// Whether a task has settled: every number of `want` was dialled (the checks then compare
@@ -360,10 +93,7 @@ fn running(status: &Value) -> Option<i64> {
 /// and is logged, and nothing is in flight.
 fn settled(rows: &[Value], status: &Value, calls: &[Call], want: &BTreeSet<String>) -> bool {
     let dialled: BTreeSet<&str> = calls.iter().map(|c| c.number.as_str()).collect();
-    want.iter().all(|n| dialled.contains(n.as_str()))
-        && calls.iter().all(Call::ended)
-        && rows.len() >= calls.len()
-        && running(status) == Some(0)
+    want.iter().all(|n| dialled.contains(n.as_str())) && ended_and_logged(rows, status, calls)
 }
 
 /// How many originates each number got.
@@ -444,7 +174,7 @@ fn retry_rules_redial_busy_and_unanswered_numbers_and_add_a_zero_to_unallocated_
     .remove(0);
     let zero = format!("0{unallocated}");
 
-    let rig = Rig::start(sc, &[(project, 2)], "");
+    let rig = Rig::start(ESL_PASSWORD, seed(), sc, &[(project, 2)], "");
     let api = &rig.api;
     // No number prefixes: the originate's dial string is exactly the digits dialled.
     add_gateway_ok(api, &gateway(GW, "rules trunk", 10));
@@ -480,9 +210,7 @@ fn retry_rules_redial_busy_and_unanswered_numbers_and_add_a_zero_to_unallocated_
                 && count(&unallocated) >= 1
                 && count(&zero) >= 1
                 && live.iter().all(|l| count(l) >= 1)
-                && calls.iter().all(Call::ended)
-                && rows.len() >= calls.len()
-                && running(status) == Some(0)
+                && ended_and_logged(rows, status, calls)
         },
     );
     rig.assert_no_more_originates("after the last retry");
@@ -582,7 +310,7 @@ fn retry_rules_redial_busy_and_unanswered_numbers_and_add_a_zero_to_unallocated_
         assert_eq!(int(&status, "rejectCount", ctx), 0, "{status}");
     });
     c.run("no violation at the switch", || assert_no_violations(&rig));
-    c.finish(&rig);
+    rig.finish(c);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -618,7 +346,7 @@ fn a_closed_calling_window_launches_no_call_while_an_open_one_dials() {
     let mut sc = Scenario::campaign(seed(), GW, "", "");
     sc.mix = vec![(Kind::Busy, 1)];
     sc.ring_ms = (50, 150);
-    let rig = Rig::start(sc, &[(project, 2)], "");
+    let rig = Rig::start(ESL_PASSWORD, seed(), sc, &[(project, 2)], "");
     let api = &rig.api;
     add_gateway_ok(api, &gateway(GW, "rules trunk", 10));
 
@@ -746,7 +474,7 @@ fn a_closed_calling_window_launches_no_call_while_an_open_one_dials() {
         });
     }
     c.run("no violation at the switch", || assert_no_violations(&rig));
-    c.finish(&rig);
+    rig.finish(c);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -804,7 +532,13 @@ fn caller_id_comes_from_groups_then_the_fallback_number_then_the_gateway() {
     let mut sc = Scenario::campaign(seed(), GW, "", "");
     sc.mix = vec![(Kind::Busy, 1)];
     sc.ring_ms = (50, 150);
-    let rig = Rig::start(sc, &[(project, 2)], &grid_api_config());
+    let rig = Rig::start(
+        ESL_PASSWORD,
+        seed(),
+        sc,
+        &[(project, 2)],
+        &grid_api_config(),
+    );
     let api = &rig.api;
     add_gateway_ok(api, &gateway(GW, "rules trunk", 10));
     // A second trunk with no originationCallId, for the refusals.
@@ -961,7 +695,7 @@ fn caller_id_comes_from_groups_then_the_fallback_number_then_the_gateway() {
         });
     }
     c.run("no violation at the switch", || assert_no_violations(&rig));
-    c.finish(&rig);
+    rig.finish(c);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -993,7 +727,7 @@ fn a_recall_task_dials_exactly_the_numbers_that_were_not_answered() {
         list.extend(busy.get(i).cloned());
     }
 
-    let rig = Rig::start(sc, &[(project, 3)], "");
+    let rig = Rig::start(ESL_PASSWORD, seed(), sc, &[(project, 3)], "");
     let api = &rig.api;
     add_gateway_ok(api, &gateway(GW, "rules trunk", 10));
     import_ok(api, "L-first", &list.join("\n"), Some("3"), None, 10);
@@ -1108,7 +842,7 @@ fn a_recall_task_dials_exactly_the_numbers_that_were_not_answered() {
         );
     });
     c.run("no violation at the switch", || assert_no_violations(&rig));
-    c.finish(&rig);
+    rig.finish(c);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1128,7 +862,7 @@ fn a_gateways_line_cap_holds_across_tasks() {
     // so each task's pacing keeps wanting rate x idle agents = 6 calls.
     sc.mix = vec![(Kind::NoAnswer, 3), (Kind::Busy, 1)];
     sc.ring_ms = (300, 700);
-    let rig = Rig::start(sc, &[(proj_a, 2), (proj_b, 2)], "");
+    let rig = Rig::start(ESL_PASSWORD, seed(), sc, &[(proj_a, 2), (proj_b, 2)], "");
     let api = &rig.api;
     add_gateway_ok(api, &gateway(GW, "shared trunk", cap as u32));
     let list_a = pick(501, 12, |_| true);
@@ -1254,5 +988,5 @@ fn a_gateways_line_cap_holds_across_tasks() {
         }
     });
     c.run("no violation at the switch", || assert_no_violations(&rig));
-    c.finish(&rig);
+    rig.finish(c);
 }

@@ -1,8 +1,8 @@
 //! Client helpers for the campaign runtime's HTTP routes as `/work/campaign-contract.md`
 //! specifies them (seed 004 §2, §3, §5–§8, §10, §13–§17, §19, §23 plus gridedge's call-list,
 //! blacklist, compliance and attempts routes), on top of the signed management client of
-//! `support/mgmt.rs`. Shared by `e2e_campaign_api.rs` and `e2e_campaign.rs`
-//! (`#[path]`-included next to `mgmt`).
+//! `support/mgmt.rs`. Shared by `e2e_campaign_api.rs`, `e2e_campaign.rs` and
+//! `e2e_campaign_rules.rs` (`#[path]`-included next to `common` and `mgmt`).
 //!
 //! Every helper that "must succeed" fails with the request, the HTTP status and the body, so a
 //! failing test says which call went wrong and what the daemon answered.
@@ -10,7 +10,8 @@
 
 use serde_json::{json, Value};
 
-use crate::mgmt::{now_ms, ApiResp, Mgmt};
+use crate::common::Daemon;
+use crate::mgmt::{now_ms, supervisor_login, ApiResp, Framing, Mgmt, Stomp};
 
 // ------------------------------------------------------------------------------------------
 // Routes
@@ -560,4 +561,16 @@ pub fn rate_matches(rate: f64, live: i64, abandoned: i64) -> bool {
     }
     let r = abandoned as f64 / live as f64;
     (rate - r).abs() < 1e-6 || (rate - 100.0 * r).abs() < 1e-4
+}
+
+/// A supervisor subscribed to the project's task-status topic
+/// (`/topic/callTaskStatus/{project}`).
+pub fn task_status_stream(d: &Daemon, project: &str) -> Stomp {
+    let mut s = Stomp::connect(d.listeners.http, Framing::Raw, &supervisor_login())
+        .unwrap_or_else(|e| d.fail(&format!("STOMP CONNECT as supervisor: {e}")));
+    let topic = format!("/topic/callTaskStatus/{project}");
+    if let Err(e) = s.subscribe("task-status", &topic) {
+        d.fail(&format!("SUBSCRIBE {topic}: {e}"));
+    }
+    s
 }
