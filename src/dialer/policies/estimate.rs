@@ -431,6 +431,93 @@ fn bin_of(seconds: f64) -> usize {
     }
 }
 
+/// Live answers and abandons over the trailing hour, in one-minute bins: what a rolling
+/// 1-hour abandon rate (§4.3) will see of the past when the current hour closes. Fixed size,
+/// no allocation; events older than the newest minute are still binned if within the hour
+/// (feedback may arrive slightly out of order in the daemon).
+#[derive(Debug, Clone)]
+pub struct HourWindow {
+    live: [u32; 60],
+    abandons: [u32; 60],
+    /// Newest minute held (ms / 60 000); `None` before the first event.
+    minute: Option<u64>,
+    first_minute: u64,
+    sum_live: u32,
+    sum_abandons: u32,
+}
+
+impl Default for HourWindow {
+    fn default() -> Self {
+        HourWindow {
+            live: [0; 60],
+            abandons: [0; 60],
+            minute: None,
+            first_minute: 0,
+            sum_live: 0,
+            sum_abandons: 0,
+        }
+    }
+}
+
+impl HourWindow {
+    /// Moves the window's end to the minute of `now_ms`, dropping bins that fell out.
+    pub fn advance(&mut self, now_ms: u64) {
+        let m = now_ms / 60_000;
+        let Some(cur) = self.minute else {
+            self.minute = Some(m);
+            self.first_minute = m;
+            return;
+        };
+        if m <= cur {
+            return;
+        }
+        if m >= cur + 60 {
+            // Nothing left of the old hour: a fresh start, projected like the first one.
+            self.first_minute = m;
+        }
+        for k in cur + 1..=(cur + 60).min(m) {
+            let i = (k % 60) as usize;
+            self.sum_live -= self.live[i];
+            self.sum_abandons -= self.abandons[i];
+            self.live[i] = 0;
+            self.abandons[i] = 0;
+        }
+        self.minute = Some(m);
+    }
+
+    fn slot(&mut self, at_ms: u64) -> Option<usize> {
+        self.advance(at_ms);
+        let m = at_ms / 60_000;
+        let cur = self.minute?;
+        (m + 60 > cur).then_some((m % 60) as usize)
+    }
+
+    pub fn push_live(&mut self, at_ms: u64) {
+        if let Some(i) = self.slot(at_ms) {
+            self.live[i] = self.live[i].saturating_add(1);
+            self.sum_live = self.sum_live.saturating_add(1);
+        }
+    }
+
+    pub fn push_abandon(&mut self, at_ms: u64) {
+        if let Some(i) = self.slot(at_ms) {
+            self.abandons[i] = self.abandons[i].saturating_add(1);
+            self.sum_abandons = self.sum_abandons.saturating_add(1);
+        }
+    }
+
+    /// Live answers and abandons in the trailing hour.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.sum_live, self.sum_abandons)
+    }
+
+    /// Minutes the window has covered, 1..=60 (the current, partial minute counts).
+    pub fn span_minutes(&self) -> u64 {
+        self.minute
+            .map_or(1, |m| (m - self.first_minute + 1).min(60))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +569,26 @@ mod tests {
         assert!(t.residual(0.0, 10.0) > 0.5);
         assert_eq!(t.residual(1e9, 10.0), 0.0);
         assert!(t.cdf(1e6) > 0.99);
+    }
+
+    #[test]
+    fn hour_window_forgets_after_an_hour() {
+        let mut w = HourWindow::default();
+        w.push_live(0);
+        w.push_abandon(1_000);
+        w.push_live(30 * 60_000);
+        assert_eq!(w.counts(), (2, 1));
+        assert_eq!(w.span_minutes(), 31);
+        w.advance(60 * 60_000);
+        assert_eq!(w.counts(), (1, 0));
+        assert_eq!(w.span_minutes(), 60);
+        // Late but within the hour: binned; older than the hour: ignored.
+        w.push_abandon(59 * 60_000);
+        w.push_abandon(0);
+        assert_eq!(w.counts(), (1, 1));
+        w.advance(1000 * 60_000);
+        assert_eq!(w.counts(), (0, 0));
+        assert_eq!(w.span_minutes(), 1);
     }
 
     #[test]

@@ -8,13 +8,17 @@
 //!   with an agent free at 9 s and abandoned it; the pairing removes part of that bias;
 //! - Answers(H) = waiting + Poisson-binomial over ringing calls with
 //!   pⱼ = P(live answer within H | still ringing after eⱼ), plus n new dials at p̂·P(ring ≤ H);
-//! - n = the largest count with E[(Answers − Free)⁺]/E[Answers] ≤ α_eff·(1 − margin), by exact
+//! - n = the largest count with E[(Answers − Free)⁺]/E[Answers] ≤ α_eff·(1 − margin)·s_hour
+//!   (s_hour ∈ [0, 1], the trailing-hour guard below), by exact
 //!   convolution (both sides are Poisson-binomial), or a normal approximation above
 //!   `normal_above` agents.
 //!
 //! Corrections: α_eff follows the measured abandon rate (an outer integral loop, Cisco-style,
 //! §4.4 B3b, multiplicative because the model's residual bias is a factor: it ignores answers
-//! after H and pairs answers with frees only on average), and the policy falls back to progressive (B0) where the model cannot be trusted:
+//! after H and pairs answers with frees only on average); a trailing-hour guard scales the
+//! target down as the last hour's abandons use up its `hour_alpha` budget (the long-run loop
+//! alone let Poisson clumps push single hours of 10-agent teams to 6–7 %); and the policy
+//! falls back to progressive (B0) where the model cannot be trusted:
 //! at cold start, after a detected shock (answer rate far from the estimate, or ≥ 30 % of the
 //! agents gone within a minute; §4.2 S7) until the estimates re-converge, and for small teams
 //! (§4.4's acceptance: "In S4 (N = 5) never worse than B0 on abandon rate"). It never launches
@@ -26,7 +30,8 @@
 use serde::Deserialize;
 
 use super::estimate::{
-    normal_positive_part, CdfTable, FailHistogram, MomentEstimator, Outcome, OutcomeEstimator,
+    normal_positive_part, CdfTable, FailHistogram, HourWindow, MomentEstimator, Outcome,
+    OutcomeEstimator,
 };
 use super::{bad, cap, check_range, in_flight, progressive_count, PolicyConfigError, Tally};
 use crate::dialer::pacing::{AgentPhase, Feedback, Pacer, PacingView};
@@ -100,6 +105,19 @@ pub struct PredictiveConfig {
     pub ring_timeout_s: f64,
     /// Memory of the estimators, in observations, in [10, 100000]. Default 500.
     pub window: f64,
+    /// Abandon rate no rolling hour should exceed (§4.3 "rolling 1 h windows", issue 6), in
+    /// [α, 1]; 1 turns the trailing-hour guard off. Default 0.05.
+    pub hour_alpha: f64,
+    /// Abandons of the trailing hour's budget (hour_alpha × its live answers) kept back for
+    /// calls already in flight, which can still be abandoned after the policy stops
+    /// over-dialing: with this many or fewer left, it dials progressively. In [0, 100].
+    /// Default 2: with 1, 20-agent hours ended at 15 abandons of ~310 (4.8 %) in S8.
+    pub hour_reserve: f64,
+    /// Above the reserve, the model's target grows linearly from 0 to full over this many
+    /// abandons of remaining budget, in [0, 100]; 0 means no taper. Default 6: with 10 agents
+    /// (a 7.5-abandon budget) the taper is always partly on, which is the small team's
+    /// extra caution; with 50 it only acts near the limit.
+    pub hour_ramp: f64,
     /// Distribution tables are rebuilt at most this often (ms) after new feedback, in
     /// [0, 600000]. Default 5000: estimates move slowly; decisions stay cheap.
     pub refresh_ms: u64,
@@ -136,6 +154,9 @@ impl Default for PredictiveConfig {
             ring_timeout_s: 26.0,
             window: 500.0,
             refresh_ms: 5_000,
+            hour_alpha: 0.05,
+            hour_reserve: 2.0,
+            hour_ramp: 6.0,
         }
     }
 }
@@ -187,7 +208,10 @@ impl PredictiveConfig {
         check_range("prior_wrap_cv", self.prior_wrap_cv, 0.05, 5.0)?;
         check_range("ring_timeout_s", self.ring_timeout_s, 1.0, 120.0)?;
         check_range("window", self.window, 10.0, 1e5)?;
-        check_range("refresh_ms", self.refresh_ms as f64, 0.0, 6e5)
+        check_range("refresh_ms", self.refresh_ms as f64, 0.0, 6e5)?;
+        check_range("hour_alpha", self.hour_alpha, self.alpha, 1.0)?;
+        check_range("hour_reserve", self.hour_reserve, 0.0, 100.0)?;
+        check_range("hour_ramp", self.hour_ramp, 0.0, 100.0)
     }
 }
 
@@ -202,6 +226,9 @@ pub enum Mode {
     SmallTeam,
     /// The look-ahead model.
     Model,
+    /// The trailing hour has spent its abandon budget (`hour_alpha`) down to the reserve:
+    /// progressive until abandons age out of the hour or live answers dilute them.
+    HourGuard,
 }
 
 /// Expected free agents below which nobody can take a call within H (the policy's horizon
@@ -237,6 +264,8 @@ pub struct PredictivePacer {
     alpha_eff: f64,
     block_live: u32,
     block_drops: u32,
+    /// Trailing-hour guard.
+    hour: HourWindow,
     /// Shock state.
     outcomes_seen: u64,
     reconverge_until: u64,
@@ -273,6 +302,9 @@ impl PredictivePacer {
         c.shock_agent_drop = fin(c.shock_agent_drop, d.shock_agent_drop, 0.05, 1.0);
         c.max_lines_per_agent = fin(c.max_lines_per_agent, 3.0, 1.0, 10.0);
         c.grace_s = fin(c.grace_s, 2.0, 0.0, 10.0);
+        c.hour_alpha = fin(c.hour_alpha, d.hour_alpha, c.alpha, 1.0);
+        c.hour_reserve = fin(c.hour_reserve, d.hour_reserve, 0.0, 100.0);
+        c.hour_ramp = fin(c.hour_ramp, d.hour_ramp, 0.0, 100.0);
         c.correction_every = c.correction_every.max(1);
         c.normal_above = c.normal_above.max(1);
         let ring = MomentEstimator::new(c.prior_ring_s, c.prior_ring_cv, PRIOR_WEIGHT, c.window);
@@ -305,6 +337,7 @@ impl PredictivePacer {
             last_refresh_ms: None,
             block_live: 0,
             block_drops: 0,
+            hour: HourWindow::default(),
             outcomes_seen: 0,
             reconverge_until: 0,
             shock_until_ms: 0,
@@ -411,6 +444,28 @@ impl PredictivePacer {
         }
     }
 
+    /// The share of the model's target the trailing hour still allows, in [0, 1]. The
+    /// long-run loop keeps the shift's rate near α, but with 10 agents an hour holds ~150 live
+    /// answers, so one abandon is 0.7 % and Poisson clumps put single hours above
+    /// `hour_alpha`. Budget = hour_alpha × the hour's live answers − its abandons − the
+    /// reserve for calls in flight; the target shrinks linearly over the last `hour_ramp`
+    /// abandons of budget, and at zero the policy dials progressively. A partial hour (start of
+    /// shift) is projected at its live-answer rate so far: the first rolling window will hold
+    /// a full hour of answers.
+    fn hour_scale(&mut self, now_ms: u64) -> f64 {
+        self.hour.advance(now_ms);
+        let (live, abandons) = self.hour.counts();
+        let d = f64::from(live) * 60.0 / self.hour.span_minutes() as f64;
+        let budget = self.cfg.hour_alpha * d - f64::from(abandons) - self.cfg.hour_reserve;
+        if budget <= 0.0 {
+            0.0
+        } else if self.cfg.hour_ramp <= 0.0 {
+            1.0
+        } else {
+            (budget / self.cfg.hour_ramp).min(1.0)
+        }
+    }
+
     /// The largest n whose overflow ratio is within target, exactly (Poisson-binomial on
     /// both sides). `waiting` answers are certain; `qs` and `ps` are Bernoulli probabilities.
     fn solve_exact(
@@ -485,10 +540,15 @@ impl Pacer for PredictivePacer {
 
     fn observe(&mut self, feedback: &Feedback) {
         match *feedback {
-            Feedback::Answered { ring_ms, live, .. } => {
+            Feedback::Answered {
+                at_ms,
+                ring_ms,
+                live,
+            } => {
                 self.ring.push(ring_ms as f64 / 1000.0);
                 if live {
                     self.block_live += 1;
+                    self.hour.push_live(at_ms);
                     self.push_outcome(Outcome::Live);
                 } else {
                     self.push_outcome(Outcome::Machine);
@@ -515,8 +575,9 @@ impl Pacer for PredictivePacer {
                 self.fails.push(after_ms as f64 / 1000.0);
                 self.push_outcome(Outcome::Fail);
             }
-            Feedback::Abandoned { .. } => {
+            Feedback::Abandoned { at_ms } => {
                 self.block_drops = self.block_drops.saturating_add(1);
+                self.hour.push_abandon(at_ms);
             }
             Feedback::HandleDone {
                 talk_ms, wrap_ms, ..
@@ -540,6 +601,11 @@ impl Pacer for PredictivePacer {
         }
         let prog = progressive_count(view, t.ready);
         if matches!(self.mode, Mode::ColdStart | Mode::Shock) {
+            return prog;
+        }
+        let hour_scale = self.hour_scale(now);
+        if hour_scale <= 0.0 {
+            self.mode = Mode::HourGuard;
             return prog;
         }
         if self.dirty
@@ -604,7 +670,7 @@ impl Pacer for PredictivePacer {
                 convolve_bernoulli(&mut self.ans_pmf, p);
             }
         }
-        let target = self.alpha_eff * (1.0 - self.cfg.margin);
+        let target = self.alpha_eff * (1.0 - self.cfg.margin) * hour_scale;
         let waiting = u64::from(view.waiting);
         let n = if exact {
             self.solve_exact(t.ready, waiting, sum_p, n_max, target)
@@ -827,6 +893,57 @@ mod tests {
         let ne = decide(&mut exact, &a, &[], NOW);
         let na = decide(&mut approx, &a, &[], NOW);
         assert!((i64::from(ne) - i64::from(na)).abs() <= 3, "{ne} vs {na}");
+    }
+
+    #[test]
+    fn hour_guard_goes_progressive_when_the_hour_budget_is_spent() {
+        // warmed() saw 60 live answers over ~17 minutes: ~210 projected for the hour, a budget
+        // of ~10.6 abandons at 5 %.
+        let a = agents(NOW, 5, &[100; 15]);
+        let mut p = warmed(0.3);
+        let n_free = decide(&mut p, &a, &[], NOW);
+        assert_eq!(p.mode(), Mode::Model);
+        assert!(n_free > 5, "{n_free}");
+        for _ in 0..4 {
+            p.observe(&Feedback::Abandoned { at_ms: NOW });
+        }
+        let n_taper = decide(&mut p, &a, &[], NOW);
+        assert_eq!(p.mode(), Mode::Model);
+        assert!(n_taper < n_free && n_taper >= 5, "{n_taper} vs {n_free}");
+        for _ in 0..5 {
+            p.observe(&Feedback::Abandoned { at_ms: NOW });
+        }
+        assert_eq!(decide(&mut p, &a, &[], NOW), 5);
+        assert_eq!(p.mode(), Mode::HourGuard);
+        // Turned off, the same state runs the model.
+        p.cfg.hour_alpha = 1.0;
+        assert!(decide(&mut p, &a, &[], NOW) > 5);
+        assert_eq!(p.mode(), Mode::Model);
+    }
+
+    #[test]
+    fn hour_guard_forgets_after_an_hour() {
+        let a = agents(NOW, 5, &[100; 15]);
+        let mut p = warmed(0.3);
+        for _ in 0..20 {
+            p.observe(&Feedback::Abandoned { at_ms: NOW });
+        }
+        decide(&mut p, &a, &[], NOW);
+        assert_eq!(p.mode(), Mode::HourGuard);
+        let mut t = NOW;
+        for _ in 0..70 {
+            t += 60_000;
+            for k in 0..3 {
+                p.observe(&Feedback::Answered {
+                    at_ms: t + k,
+                    ring_ms: 9000,
+                    live: true,
+                });
+            }
+        }
+        let a = agents(t, 5, &[100; 15]);
+        decide(&mut p, &a, &[], t);
+        assert_eq!(p.mode(), Mode::Model);
     }
 
     #[test]
