@@ -195,11 +195,16 @@ pub fn run_cli(
 /// daemon's own policies (`dialer::policies`); `ref-progressive`, `ref-ratio-idle-K` and
 /// `ref-ratio-vici-K` are the simulator's independent reference implementations
 /// ([`baseline`]), kept for validation.
-pub fn resolve_policy(name: &str) -> anyhow::Result<PacerFactory> {
-    if let Some(reference) = name.strip_prefix("ref-") {
+///
+/// Any daemon policy takes overrides of its settings after a colon, as TOML values:
+/// `predictive:min_agents=3;alpha=0.02` (for sweeps; the keys are `PacerConfig`'s; `;` because
+/// `--policies` already splits on commas).
+pub fn resolve_policy(full: &str) -> anyhow::Result<PacerFactory> {
+    if let Some(reference) = full.strip_prefix("ref-") {
         return baseline::resolve(reference);
     }
-    let toml = match name {
+    let (name, overrides) = full.split_once(':').unwrap_or((full, ""));
+    let mut toml = match name {
         "preview" | "progressive" | "predictive" | "erlang" => format!("policy = \"{name}\""),
         "vicidial-hard-limit" | "vicidial-average" | "vicidial-tapered" => format!(
             "policy = \"vicidial\"\nmethod = \"{}\"",
@@ -231,6 +236,13 @@ pub fn resolve_policy(name: &str) -> anyhow::Result<PacerFactory> {
             format!("policy = \"ratio\"\nratio = {k}\nper = \"{per}\"")
         }
     };
+    for kv in overrides.split(';').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("policy `{full}`: `{kv}` is not key=value"))?;
+        toml.push_str(&format!("\n{} = {}", k.trim(), v.trim()));
+    }
+    let name = full;
     let cfg: crate::dialer::policies::PacerConfig =
         toml::from_str(&toml).map_err(|e| anyhow::anyhow!("policy `{name}`: {e}"))?;
     cfg.validate()
