@@ -1067,6 +1067,25 @@ mod tests {
         }
     }
 
+    /// The switch reports a hang-up of `uuid` at `at`.
+    fn hang(
+        e: &mut Engine,
+        uuid: &str,
+        cause: &str,
+        customer_hung_up: bool,
+        at: u64,
+    ) -> Vec<Output> {
+        e.on_switch(
+            SwitchInput::Hangup {
+                uuid: uuid.into(),
+                cause: cause.into(),
+                customer_hung_up,
+                sip_status: None,
+            },
+            at,
+        )
+    }
+
     fn finished(out: &[Output]) -> Vec<&Finished> {
         out.iter()
             .filter_map(|o| match o {
@@ -1114,15 +1133,7 @@ mod tests {
             }]
         );
         e.on_switch(SwitchInput::Bridged { uuid: "u-1".into() }, 900);
-        let out = e.on_switch(
-            SwitchInput::Hangup {
-                uuid: "u-1".into(),
-                cause: "NORMAL_CLEARING".into(),
-                customer_hung_up: true,
-                sip_status: None,
-            },
-            60_900,
-        );
+        let out = hang(&mut e, "u-1", "NORMAL_CLEARING", true, 60_900);
         let f = finished(&out);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].result, ResultDetail::CustomerHungUp);
@@ -1153,15 +1164,7 @@ mod tests {
                 command: "uuid_kill u-1".into()
             }]
         );
-        let out = e.on_switch(
-            SwitchInput::Hangup {
-                uuid: "u-1".into(),
-                cause: "NORMAL_CLEARING".into(),
-                customer_hung_up: false,
-                sip_status: None,
-            },
-            3_050,
-        );
+        let out = hang(&mut e, "u-1", "NORMAL_CLEARING", false, 3_050);
         let f = finished(&out);
         assert_eq!(f[0].result, ResultDetail::AllAgentsBusy);
         assert_eq!(f[0].attempt.outcome, AttemptOutcome::Abandoned);
@@ -1182,15 +1185,7 @@ mod tests {
         let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
         e.connect(&agents, 1_000);
         e.on_switch(SwitchInput::Bridged { uuid: "u-1".into() }, 3_500);
-        let out = e.on_switch(
-            SwitchInput::Hangup {
-                uuid: "u-1".into(),
-                cause: "NORMAL_CLEARING".into(),
-                customer_hung_up: false,
-                sip_status: None,
-            },
-            9_000,
-        );
+        let out = hang(&mut e, "u-1", "NORMAL_CLEARING", false, 9_000);
         let f = finished(&out);
         assert_eq!(f[0].result, ResultDetail::AgentHungUp);
         assert_eq!(f[0].attempt.outcome, AttemptOutcome::Abandoned);
@@ -1237,15 +1232,7 @@ mod tests {
                 command: "uuid_kill u-2".into()
             }]
         );
-        let out = e.on_switch(
-            SwitchInput::Hangup {
-                uuid: "u-2".into(),
-                cause: "NORMAL_CLEARING".into(),
-                customer_hung_up: false,
-                sip_status: None,
-            },
-            250,
-        );
+        let out = hang(&mut e, "u-2", "NORMAL_CLEARING", false, 250);
         assert_eq!(finished(&out)[0].attempt.outcome, AttemptOutcome::Machine);
         let out = e.on_switch(
             SwitchInput::Job {
@@ -1359,15 +1346,7 @@ mod tests {
             1_000,
         );
         assert_eq!(e.connect(&agents, 1_000).len(), 1);
-        let out = e.on_switch(
-            SwitchInput::Hangup {
-                uuid: "u-1".into(),
-                cause: "USER_BUSY".into(),
-                customer_hung_up: false,
-                sip_status: None,
-            },
-            1_400,
-        );
+        let out = hang(&mut e, "u-1", "USER_BUSY", false, 1_400);
         assert_eq!(finished(&out)[0].result, ResultDetail::AgentBusy);
         // The next person is not sent to the same failing phone at once.
         e.launch("t1", &due(2), "u-2", 1_500);
