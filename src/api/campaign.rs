@@ -27,6 +27,7 @@ use crate::dialer::numbers::{normalize, Dedupe, Skipped};
 use crate::dialer::result::ResultDetail;
 use crate::dialer::rules::{CallerIdGroup, RetryRule, RetryStatus};
 use crate::dialer::service::DialerService;
+use crate::dialer::store::LogQuery;
 use crate::dialer::task::{
     Bucket, CallType, Code, NumberSource, PacingChoice, TaskLine, TaskSpec, TaskStatus,
 };
@@ -864,15 +865,15 @@ fn execute(route: Route, d: &DialerService, p: &Params) -> Result<Value, ApiErro
                 Some(_) => Some(code(p, "callTaskCode")?.as_str().to_owned()),
                 None => None,
             };
-            let (total, rows) = d.call_log(
-                project.as_deref(),
-                task.as_deref(),
+            let (total, rows) = d.call_log(&LogQuery {
+                project: project.as_deref(),
+                task: task.as_deref(),
                 by_end,
-                from,
-                to,
+                from_ms: from,
+                to_ms: to,
                 offset,
-                size,
-            )?;
+                limit: size,
+            })?;
             let items: Vec<Value> = rows
                 .into_iter()
                 .map(|r| {

@@ -1067,6 +1067,17 @@ mod tests {
         }
     }
 
+    /// The switch reports the answer of `uuid` at `at` (by a machine when `machine`).
+    fn answer(e: &mut Engine, uuid: &str, machine: bool, at: u64) -> Vec<Output> {
+        e.on_switch(
+            SwitchInput::Answered {
+                uuid: uuid.into(),
+                machine,
+            },
+            at,
+        )
+    }
+
     /// The switch reports a hang-up of `uuid` at `at`.
     fn hang(
         e: &mut Engine,
@@ -1147,13 +1158,7 @@ mod tests {
     fn a_person_nobody_takes_is_dropped_and_logged_abandoned() {
         let mut e = engine(2);
         e.launch("t1", &due(1), "u-1", 0);
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-1".into(),
-                machine: false,
-            },
-            1_000,
-        );
+        answer(&mut e, "u-1", false, 1_000);
         assert!(e.connect(&HashMap::new(), 1_100).is_empty());
         assert!(e.tick(2_999).is_empty());
         let out = e.tick(3_000);
@@ -1175,13 +1180,7 @@ mod tests {
     fn late_bridge_counts_as_abandoned() {
         let mut e = engine(2);
         e.launch("t1", &due(1), "u-1", 0);
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-1".into(),
-                machine: false,
-            },
-            1_000,
-        );
+        answer(&mut e, "u-1", false, 1_000);
         let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
         e.connect(&agents, 1_000);
         e.on_switch(SwitchInput::Bridged { uuid: "u-1".into() }, 3_500);
@@ -1218,13 +1217,7 @@ mod tests {
                 110
             )
             .is_empty());
-        let out = e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-2".into(),
-                machine: true,
-            },
-            200,
-        );
+        let out = answer(&mut e, "u-2", true, 200);
         assert_eq!(
             out,
             vec![Output::Command {
@@ -1276,13 +1269,7 @@ mod tests {
             e.connect(&agents, 150).is_empty(),
             "not answered yet as far as agents go"
         );
-        let out = e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-1".into(),
-                machine: true,
-            },
-            200,
-        );
+        let out = answer(&mut e, "u-1", true, 200);
         assert_eq!(
             out,
             vec![Output::Command {
@@ -1318,13 +1305,7 @@ mod tests {
         assert!(e
             .on_switch(SwitchInput::JobUnknown { uuid: "u-2".into() }, 200)
             .is_empty());
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-2".into(),
-                machine: false,
-            },
-            5_000,
-        );
+        answer(&mut e, "u-2", false, 5_000);
         let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
         assert_eq!(
             e.connect(&agents, 5_000).len(),
@@ -1338,25 +1319,13 @@ mod tests {
         let mut e = engine(2);
         let agents = HashMap::from([("p1".to_string(), vec![idle("1001", 0)])]);
         e.launch("t1", &due(1), "u-1", 0);
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-1".into(),
-                machine: false,
-            },
-            1_000,
-        );
+        answer(&mut e, "u-1", false, 1_000);
         assert_eq!(e.connect(&agents, 1_000).len(), 1);
         let out = hang(&mut e, "u-1", "USER_BUSY", false, 1_400);
         assert_eq!(finished(&out)[0].result, ResultDetail::AgentBusy);
         // The next person is not sent to the same failing phone at once.
         e.launch("t1", &due(2), "u-2", 1_500);
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-2".into(),
-                machine: false,
-            },
-            1_600,
-        );
+        answer(&mut e, "u-2", false, 1_600);
         assert!(e.connect(&agents, 1_600).is_empty());
         assert_eq!(
             e.connect(&agents, 11_401).len(),
@@ -1369,13 +1338,7 @@ mod tests {
     fn kills_are_resent_until_the_switch_takes_them() {
         let mut e = engine(1);
         e.launch("t1", &due(1), "u-1", 0);
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-1".into(),
-                machine: false,
-            },
-            1_000,
-        );
+        answer(&mut e, "u-1", false, 1_000);
         assert_eq!(e.tick(3_000).len(), 1, "dropped");
         e.on_switch(
             SwitchInput::KillResult {
@@ -1462,13 +1425,7 @@ mod tests {
         assert_eq!(e.launch_count("t1", &agents, 0), 0);
         e.set_status("t1", TaskStatus::Running);
         e.launch("t1", &due(1), "u-1", 0);
-        e.on_switch(
-            SwitchInput::Answered {
-                uuid: "u-1".into(),
-                machine: false,
-            },
-            10,
-        );
+        answer(&mut e, "u-1", false, 10);
         let map = HashMap::from([("p1".to_string(), agents.to_vec())]);
         e.connect(&map, 10);
         // One agent reserved, one call in flight: progressive wants none more... for the

@@ -23,7 +23,7 @@ use super::numbers::{self, Dedupe, ImportOutcome, PhoneNumber};
 use super::pacing::AgentPhase;
 use super::result::ResultDetail;
 use super::rules::{choose_caller_id, matching_rule, next_retry};
-use super::store::{is_unique_violation, DialerStore, LogRow};
+use super::store::{is_unique_violation, DialerStore, LogQuery, LogRow};
 use super::task::{Code, Counters, NumberSource, TaskLine, TaskSpec, TaskStatus};
 use crate::agents::directory::ProjectCode;
 use crate::agents::service::{AgentsService, OpError};
@@ -622,21 +622,8 @@ impl DialerService {
             .map_err(storage)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn call_log(
-        &self,
-        project: Option<&str>,
-        task: Option<&str>,
-        by_end: bool,
-        from_ms: Option<u64>,
-        to_ms: Option<u64>,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(u64, Vec<LogRow>), OpError> {
-        lock(&self.inner)
-            .store
-            .call_log(project, task, by_end, from_ms, to_ms, offset, limit)
-            .map_err(storage)
+    pub fn call_log(&self, q: &LogQuery<'_>) -> Result<(u64, Vec<LogRow>), OpError> {
+        lock(&self.inner).store.call_log(q).map_err(storage)
     }
 
     pub fn numbers_by_result(

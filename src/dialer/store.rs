@@ -47,6 +47,19 @@ pub struct StoredTask {
     pub status: TaskStatus,
 }
 
+/// callLog getList's filters and page.
+#[derive(Debug, Clone, Copy)]
+pub struct LogQuery<'a> {
+    pub project: Option<&'a str>,
+    pub task: Option<&'a str>,
+    /// Filter and order on the end time (`queryTimeType` 2) instead of the start time.
+    pub by_end: bool,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
 /// One row of callLog getList.
 #[derive(Debug, Clone)]
 pub struct LogRow {
@@ -609,17 +622,16 @@ impl DialerStore {
 
     /// callLog getList: attempts filtered by project (through the task), task and a time range
     /// on the start (`by_end` false) or end time; newest first by that time.
-    #[allow(clippy::too_many_arguments)]
-    pub fn call_log(
-        &self,
-        project: Option<&str>,
-        task: Option<&str>,
-        by_end: bool,
-        from_ms: Option<u64>,
-        to_ms: Option<u64>,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(u64, Vec<LogRow>), StoreError> {
+    pub fn call_log(&self, q: &LogQuery<'_>) -> Result<(u64, Vec<LogRow>), StoreError> {
+        let LogQuery {
+            project,
+            task,
+            by_end,
+            from_ms,
+            to_ms,
+            offset,
+            limit,
+        } = *q;
         let col = if by_end { "a.ended_ms" } else { "a.dialed_ms" };
         let filter = format!(
             "FROM dial_attempts a LEFT JOIN call_tasks t ON t.code = a.campaign \
