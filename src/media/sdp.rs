@@ -206,11 +206,7 @@ pub fn parse_offer(body: &[u8], limits: &Limits) -> Result<Offer, SdpError> {
                 }
                 origin = Some(parse_origin(value, line_no)?);
             }
-            's' => {
-                if media.is_empty() {
-                    session_name = Some(value.to_string());
-                }
-            }
+            's' if media.is_empty() => session_name = Some(value.to_string()),
             'c' => {
                 let addr = parse_connection(value, line_no)?;
                 match media.last_mut() {
@@ -957,10 +953,12 @@ mod tests {
         assert_eq!(a.streams[0].as_ref().unwrap().codec, Codec::Pcma);
     }
 
+    type ErrorCheck = fn(&SdpError) -> bool;
+
     #[test]
     fn refusals() {
         let good_head = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n";
-        let cases: Vec<(String, fn(&SdpError) -> bool)> = vec![
+        let cases: Vec<(String, ErrorCheck)> = vec![
             (String::new(), |e| *e == SdpError::Empty),
             ("o=- 1 1 IN IP4 1.2.3.4\r\n".into(), |e| {
                 *e == SdpError::MissingVersion
