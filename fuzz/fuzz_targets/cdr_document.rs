@@ -66,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
         let mut seen = std::collections::HashSet::new();
         for rec in &records {
             assert!(rec.stream_number.bytes().all(|b| b.is_ascii_digit()));
-            assert!(seen.insert(rec.stream_number.clone()), "unique stream numbers");
+            assert!(
+                seen.insert(rec.stream_number.clone()),
+                "unique stream numbers"
+            );
             assert!(rec.end_ms >= rec.start_ms || rec.duration_secs == 0);
             let fields = to_grid(rec, &time);
             assert_eq!(fields.len(), 38);

@@ -21,7 +21,10 @@ fn endpoint() -> &'static Mutex<Endpoint> {
     static EP: OnceLock<Mutex<Endpoint>> = OnceLock::new();
     EP.get_or_init(|| {
         let mut creds = CredentialTable::new();
-        creds.insert("1001".into(), Credential::from_password("1001", "gridedge", "pw"));
+        creds.insert(
+            "1001".into(),
+            Credential::from_password("1001", "gridedge", "pw"),
+        );
         let registrar = Registrar::new(
             RegistrarConfig {
                 domains: HashSet::new(),
