@@ -1049,6 +1049,44 @@ mod tests {
         );
     }
 
+    /// The whole SIPREC INVITE body path as the UAS will run it: split, SDP answer for both
+    /// labelled streams, metadata, and channels by label.
+    #[test]
+    fn siprec_invite_body_end_to_end() {
+        use crate::media::sdp::{answer, parse_offer, Limits};
+        let sdp = "v=0\r\no=SRC 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\n\
+            t=0 0\r\nm=audio 12240 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+            a=rtpmap:101 telephone-event/8000\r\na=label:96\r\na=sendonly\r\n\
+            m=audio 12242 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+            a=rtpmap:101 telephone-event/8000\r\na=label:97\r\na=sendonly\r\n";
+        let body = format!(
+            "--OSS-unique-boundary-42\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n\
+             --OSS-unique-boundary-42\r\nContent-Type: application/rs-metadata+xml\r\n\
+             Content-Disposition: recording-session\r\n\r\n{RFC7865_METADATA}\r\n\
+             --OSS-unique-boundary-42--\r\n"
+        );
+        let parts = split_multipart(
+            "multipart/mixed;boundary=OSS-unique-boundary-42",
+            body.as_bytes(),
+        )
+        .unwrap();
+        let offer = parse_offer(parts.sdp().unwrap(), &Limits::default()).unwrap();
+        let local = "192.0.2.10".parse().unwrap();
+        let a = answer(&offer, local, &[30000, 30002], 7, 1, false).unwrap();
+        let labels: Vec<Option<String>> = a
+            .streams
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.label.clone()))
+            .collect();
+        assert_eq!(labels, vec![Some("96".into()), Some("97".into())]);
+        assert!(a.streams.iter().flatten().all(|s| s.dtmf_pt == Some(101)));
+        let meta = parse_metadata(parts.metadata().unwrap()).unwrap();
+        assert_eq!(
+            channel_map(&meta, &labels, |u| u == "1001"),
+            vec![ChannelRole::Agent, ChannelRole::Customer]
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_metadata_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
