@@ -308,7 +308,7 @@ mod tests {
         let src = test_signal(8000, 2.0);
         let mut rec = vec![0i16; 3210];
         rec.extend_from_slice(&src);
-        rec.extend(std::iter::repeat(0).take(4000));
+        rec.extend(std::iter::repeat_n(0, 4000));
         let a = align(&src, &rec);
         assert_eq!(a.lag, 3210);
         assert!(a.correlation > 0.999, "{a:?}");

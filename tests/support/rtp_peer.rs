@@ -274,29 +274,34 @@ impl RecCall {
         self.invite(&[], "application/sdp", sdp.as_bytes())
     }
 
-    /// CANCEL for the pending INVITE (same branch): returns the CANCEL's response.
-    pub fn cancel(&mut self) -> Option<SipResponse> {
+    /// CANCEL for the pending INVITE (same branch). Returns the CANCEL's response and the
+    /// INVITE's final response if it arrived meanwhile (both share the CSeq number, so they
+    /// are told apart by method).
+    pub fn cancel(&mut self) -> (Option<SipResponse>, Option<SipResponse>) {
         let branch = self.invite_branch.clone();
         let cseq = self.invite_cseq;
         let msg = self.request("CANCEL", cseq, &branch, &[], None, b"");
         let deadline = Instant::now() + SIP_TIMEOUT;
-        loop {
-            self.conn.send(&msg).ok()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let until = Instant::now() + left.min(Duration::from_millis(500));
-            // the CANCEL's 200 and the INVITE's 487 share the CSeq number: look at the method
-            while Instant::now() < until {
-                let r = self
-                    .conn
-                    .recv_response(until.saturating_duration_since(Instant::now()))?;
-                if r.cseq() == Some((cseq, "CANCEL".into())) {
-                    return Some(r);
+        let mut invite_final = None;
+        while Instant::now() < deadline {
+            if self.conn.send(&msg).is_err() {
+                break;
+            }
+            let until = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            while let Some(r) = self
+                .conn
+                .recv_response(until.saturating_duration_since(Instant::now()))
+            {
+                match r.cseq() {
+                    Some((n, m)) if n == cseq && m == "CANCEL" => return (Some(r), invite_final),
+                    Some((n, m)) if n == cseq && m == "INVITE" && r.code >= 200 => {
+                        invite_final = Some(r)
+                    }
+                    _ => {}
                 }
             }
-            if Instant::now() >= deadline {
-                return None;
-            }
         }
+        (None, invite_final)
     }
 
     /// BYE within the dialog; returns its response.
