@@ -451,3 +451,112 @@ pub fn malformed_rtp(ssrc: u32) -> Vec<(&'static str, Vec<u8>)> {
     v.push(("garbage", garbage));
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted UAS: 100 + 200 (To tag, SDP, X-Recording-Id) to INVITE, 200 to BYE; reports
+    /// the request lines it saw (with the To header of ACK and BYE).
+    fn scripted_uas() -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                let to = text
+                    .lines()
+                    .find(|l| l.starts_with("To:"))
+                    .unwrap_or("")
+                    .to_string();
+                seen.push(format!("{first} | {to}"));
+                let keep: Vec<&str> = text
+                    .split("\r\n")
+                    .filter(|l| {
+                        ["Via:", "From:", "Call-ID:", "CSeq:"]
+                            .iter()
+                            .any(|p| l.starts_with(p))
+                    })
+                    .collect();
+                let reply = |code: &str, body: &str, extra: &str| {
+                    format!(
+                        "SIP/2.0 {code}\r\n{}\r\n{to};tag=uas1\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                        keep.join("\r\n"),
+                        body.len()
+                    )
+                };
+                if first.starts_with("INVITE") {
+                    sock.send_to(reply("100 Trying", "", "").as_bytes(), from)
+                        .unwrap();
+                    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=recvonly\r\n";
+                    let extra = "X-Recording-Id: rec_1\r\nContent-Type: application/sdp\r\n";
+                    sock.send_to(reply("200 OK", sdp, extra).as_bytes(), from)
+                        .unwrap();
+                } else if first.starts_with("BYE") {
+                    sock.send_to(reply("200 OK", "", "").as_bytes(), from)
+                        .unwrap();
+                    break;
+                }
+            }
+            seen
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn rec_call_invites_acks_and_byes() {
+        let (uas, h) = scripted_uas();
+        let mut call = RecCall::new(uas, "record", "5550100");
+        let offer = sdp_offer(
+            "127.0.0.1".parse().unwrap(),
+            &[MediaLine::new(6000, &[PCMU, TEL_EVENT]).label("1")],
+        );
+        assert!(offer.contains("m=audio 6000 RTP/AVP 0 101\r\n"), "{offer}");
+        assert!(
+            offer.contains("a=label:1\r\na=ptime:20\r\na=sendonly\r\n"),
+            "{offer}"
+        );
+        let r = call.invite_sdp(&offer).expect("final answer");
+        assert_eq!(r.code, 200);
+        assert_eq!(recording_id(&r), "rec_1");
+        assert_eq!(
+            rtp_targets(&r),
+            vec![Some("127.0.0.1:40002".parse().unwrap())]
+        );
+        let (_, lines) = parse_answer(&String::from_utf8_lossy(&r.body));
+        assert_eq!(lines[0].direction.as_deref(), Some("recvonly"));
+        assert_eq!(lines[0].formats, vec![0, 101]);
+        assert_eq!(call.bye().map(|r| r.code), Some(200));
+        let seen = h.join().unwrap();
+        assert!(
+            seen[0].starts_with("INVITE sip:record@127.0.0.1:"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].starts_with("ACK ") && seen[1].contains("tag=uas1"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[2].starts_with("BYE ") && seen[2].contains("tag=uas1"),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn schedule_applies_impairments() {
+        let pkts: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i]).collect();
+        let imp = Impairments {
+            drop: vec![1],
+            swap_with_next: vec![2],
+            duplicate: vec![4],
+        };
+        let s = schedule(&pkts, &imp);
+        let order: Vec<u8> = s.iter().map(|t| t.data[0]).collect();
+        assert_eq!(order, vec![0, 3, 2, 4, 4, 5]);
+        assert!(s.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+}
