@@ -608,10 +608,12 @@ fn rtp_load_bin() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_gridedge"));
     let profile_dir = exe.parent().expect("target/<profile>");
     let bin = profile_dir.join("examples").join("rtp_load");
+    let target_dir = profile_dir.parent().expect("target dir");
     let release = !cfg!(debug_assertions);
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "--example", "rtp_load"]);
+        .args(["build", "--quiet", "--example", "rtp_load", "--target-dir"])
+        .arg(target_dir);
     if release {
         cmd.arg("--release");
     }
