@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dialer;
 pub mod events;
 pub mod grid;
+pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod sip;

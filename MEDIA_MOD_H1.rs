@@ -1,0 +1,13 @@
+//! Media path for call recording: RTP parsing, jitter/reorder buffering, decoders to the
+//! 8 kHz recording timeline, resampling, WAV files and the two-channel recorder.
+
+pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod g722;
+pub mod jitter;
+pub mod opus;
+pub mod recorder;
+pub mod resample;
+pub mod rtp;
+pub mod wav;
