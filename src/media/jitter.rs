@@ -362,7 +362,7 @@ impl Stream {
             return Err(PacketRefused::BufferFull); // unreachable: set just above
         };
         let delta = p.sequence.wrapping_sub(rx.max_seq as u16) as i16 as i64;
-        if delta > MAX_DROPOUT || delta < -MAX_MISORDER {
+        if !(-MAX_MISORDER..=MAX_DROPOUT).contains(&delta) {
             // RFC 3550 A.1: believe a restart only when the next packet follows it.
             if rx.bad_seq == Some(p.sequence) {
                 if full {
@@ -726,8 +726,8 @@ pub(crate) mod test_support {
         (0..=max_lag)
             .map(|lag| {
                 let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
-                for i in lo..hi {
-                    let x = want[i] as f64;
+                for (i, &w) in want.iter().enumerate().take(hi).skip(lo) {
+                    let x = w as f64;
                     let y = *got.get(i + lag).unwrap_or(&0) as f64;
                     xy += x * y;
                     xx += x * x;

@@ -285,22 +285,21 @@ pub fn repair(path: &Path) -> io::Result<Repaired> {
     let ba = block_align as u64;
     let available = file_len.saturating_sub(data_offset);
 
-    // Consistent already? Declared data fits and is followed by the end or another chunk.
-    let declared_end = data_offset + declared + (declared & 1);
+    // Consistent already? The RIFF size matches the file and the declared data fits (any
+    // bytes after it are further chunks). A crashed writer's RIFF size is from its last
+    // checkpoint, so it does not match the grown file.
     let riff_ok = le32(&head, 4) as u64 == file_len - 8;
-    if declared > 0 && declared <= available && declared % ba == 0 && riff_ok {
-        if declared_end >= file_len {
-            return Ok(Repaired {
-                channels,
-                sample_rate,
-                block_align,
-                data_offset,
-                data_bytes: declared,
-                frames: declared / ba,
-                torn_bytes: 0,
-                changed: false,
-            });
-        }
+    if riff_ok && declared <= available && declared % ba == 0 {
+        return Ok(Repaired {
+            channels,
+            sample_rate,
+            block_align,
+            data_offset,
+            data_bytes: declared,
+            frames: declared / ba,
+            torn_bytes: 0,
+            changed: false,
+        });
     }
     let data_bytes = (available.min(MAX_DATA) / ba) * ba;
     let torn_bytes = file_len - data_offset - data_bytes;
