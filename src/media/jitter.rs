@@ -1034,7 +1034,13 @@ mod tests {
         assert_eq!(out.len(), reference.len(), "{codec}");
         let c = correlation(&out, &reference, max_lag);
         assert!(c > threshold, "{codec}: correlation {c} ≤ {threshold}");
-        eprintln!("{codec}: correlation {c:.4}");
+        // Level too: the G.722 low band and libopus at 8 kHz keep the source's loudness.
+        let rms = |x: &[i16]| {
+            (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+        };
+        let level = rms(&out[800..7200]) / rms(&reference[800..7200]);
+        assert!((0.7..1.4).contains(&level), "{codec}: level ratio {level}");
+        eprintln!("{codec}: correlation {c:.4}, level ratio {level:.3}");
     }
 
     #[test]
