@@ -35,6 +35,8 @@ const MAX_DROPOUT: i64 = 3000;
 const MAX_MISORDER: i64 = 100;
 /// A timestamp may run ahead of the wall clock by this much before it counts as a jump.
 const JUMP_SLACK_MS: u64 = 1000;
+/// A new SSRC is adopted at once when the current one has been silent this long.
+const SSRC_QUIET_MS: u64 = 100;
 const SEQ_BITS: u32 = 48;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 
@@ -79,6 +81,10 @@ pub enum PacketRefused {
     SequenceJump,
     /// A packet from the SSRC this stream switched away from.
     StaleSsrc,
+    /// First packet of a new SSRC while the current one is still sending: adopted only when
+    /// the next one follows it (RFC 3550 §A.1-style probation), so one stray or spoofed
+    /// packet cannot hijack the channel.
+    SsrcProbation,
     Duplicate,
     /// Older than what was already written.
     Late,
@@ -100,6 +106,9 @@ impl fmt::Display for PacketRefused {
             PacketRefused::BufferFull => f.write_str("reorder buffer full"),
             PacketRefused::SequenceJump => f.write_str("sequence number jump (unconfirmed)"),
             PacketRefused::StaleSsrc => f.write_str("packet from a previous SSRC"),
+            PacketRefused::SsrcProbation => {
+                f.write_str("new SSRC while the current one is active (probation)")
+            }
             PacketRefused::Duplicate => f.write_str("duplicate packet"),
             PacketRefused::Late => f.write_str("packet arrived after its place was written"),
             PacketRefused::BadDtmf(e) => write!(f, "bad telephone-event: {e}"),
@@ -187,6 +196,12 @@ pub struct Stream {
     order: VecDeque<usize>,
     rx: Option<Rx>,
     prev_ssrc: Option<u32>,
+    /// (SSRC, sequence) that would confirm a switch to a new SSRC.
+    ssrc_candidate: Option<(u32, u16)>,
+    /// Arrival of the last packet taken from the current SSRC.
+    rx_last_ms: u64,
+    /// A re-INVITE announced new media: the next new SSRC needs no probation.
+    ssrc_open: bool,
     next_epoch: u64,
     seg: Option<Segment>,
     /// Samples emitted so far (the stream-local write cursor).
@@ -243,6 +258,9 @@ impl Stream {
             cfg,
             rx: None,
             prev_ssrc: None,
+            ssrc_candidate: None,
+            rx_last_ms: 0,
+            ssrc_open: false,
             next_epoch: 0,
             seg: None,
             cursor: 0,
@@ -257,7 +275,8 @@ impl Stream {
         }
     }
 
-    /// Replaces the negotiated payload types (re-INVITE). The timeline continues; decoders
+    /// Replaces the negotiated payload types (re-INVITE) and lets the next new SSRC in
+    /// without probation. The timeline continues; decoders
     /// for unchanged (PT, codec) pairs keep their state. Held packets whose PT disappears are
     /// dropped on release and counted as decode errors, so release them first ([`Stream::finish`]).
     pub fn reconfigure(&mut self, cfg: StreamConfig) {
@@ -267,6 +286,8 @@ impl Stream {
         self.decoders = make_decoders(&cfg, old);
         self.dtmf_clock = dtmf_clock(&cfg);
         self.cfg = cfg;
+        // New SDP usually means new media (transfer, re-INVITE to another endpoint).
+        self.ssrc_open = true;
     }
 
     pub fn config(&self) -> &StreamConfig {
@@ -330,6 +351,12 @@ impl Stream {
                 if self.prev_ssrc == Some(p.ssrc) {
                     return Err(PacketRefused::StaleSsrc);
                 }
+                let quiet = now_ms.saturating_sub(self.rx_last_ms) >= SSRC_QUIET_MS;
+                let confirmed = self.ssrc_candidate == Some((p.ssrc, p.sequence));
+                if !(quiet || confirmed || self.ssrc_open) {
+                    self.ssrc_candidate = Some((p.ssrc, p.sequence.wrapping_add(1)));
+                    return Err(PacketRefused::SsrcProbation);
+                }
                 true
             }
             Some(rx) => ticks.is_some_and(|t| t != rx.ticks),
@@ -346,6 +373,8 @@ impl Stream {
                     self.stats.jitter_ms = 0.0;
                 }
             }
+            self.ssrc_candidate = None;
+            self.ssrc_open = false;
             let epoch = self.next_epoch;
             self.next_epoch += 1;
             self.rx = Some(Rx {
@@ -409,6 +438,7 @@ impl Stream {
 
         // Taken: from here on, state changes.
         rx.bad_seq = None;
+        self.rx_last_ms = now_ms;
         let ts_delta = p.timestamp.wrapping_sub(rx.ts_ref as u32) as i32 as i64;
         let ext_ts = rx.ts_ref + ts_delta;
         if ts_delta > 0 {
@@ -911,7 +941,11 @@ mod tests {
         let mut bad = build(&h(96), &[0; 10]);
         bad[8] = 9;
         assert!(s.push(&bad, 1).is_err());
-        assert_eq!(s.stats().refused, 5);
+        // A well-formed packet from a stranger SSRC while this one is live: probation.
+        let mut stranger = build(&h(0), &[0; 160]);
+        stranger[8] = 9;
+        assert_eq!(s.push(&stranger, 5), Err(PacketRefused::SsrcProbation));
+        assert_eq!(s.stats().refused, 6);
         assert_eq!(s.stats().ssrc_changes, 0);
         s.push(&pkts[1], 20).unwrap();
         s.push(&pkts[2], 40).unwrap();
