@@ -15,6 +15,7 @@ pub mod events;
 pub mod grid;
 pub mod metrics;
 pub mod outbox;
+pub mod recording;
 pub mod sip;
 pub mod store;
 pub mod switch;
