@@ -563,7 +563,9 @@ impl TranscodeConfig {
                 rec.file(*f)
                     .is_some_and(|x| self.recordings_dir.join(&x.path).is_file())
             });
-            if complete {
+            // Complete, or stored under an older format list and the spool is gone already:
+            // nothing to convert from, and nothing is lost.
+            if complete || !job.spool_wav.exists() {
                 // A crash after the commit: the spool is all that is left to do.
                 self.cleanup_spool(&job.spool_wav)?;
                 return Ok(RecordingStored {
@@ -1184,6 +1186,23 @@ pub(crate) mod tests {
         assert_eq!(m.queue_depth.get(), 0);
         assert_eq!(m.stored.with_label_values(&["complete"]).get(), 2);
         assert_eq!(m.seconds.get_sample_count(), 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn alaw_never_panics_and_decodes_near_the_input(x in proptest::num::i16::ANY) {
+            let y = alaw_decode(alaw_encode(x));
+            let tol = if x.unsigned_abs() < 512 { 16 } else { i32::from(x.unsigned_abs() / 16) + 16 };
+            proptest::prop_assert!((i32::from(y) - i32::from(x)).abs() <= tol);
+        }
+
+        /// Arbitrary bytes as a spool WAV: an error or a conversion, never a panic.
+        #[test]
+        fn convert_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut out = Vec::new();
+            let mut sinks: Vec<(Format, &mut dyn Write)> = vec![(Format::Wav16k, &mut out)];
+            let _ = convert(Cursor::new(data), "p", &mut sinks);
+        }
     }
 
     #[test]
