@@ -16,6 +16,7 @@ pub mod grid;
 pub mod media;
 pub mod metrics;
 pub mod outbox;
+pub mod recording;
 pub mod sip;
 pub mod store;
 pub mod switch;

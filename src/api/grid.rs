@@ -291,17 +291,90 @@ pub struct RecordingSource {
     pub len: Option<u64>,
     /// The name offered in Content-Disposition.
     pub file_name: String,
+    /// Which part of the recording `reader` yields (and so the status: 200, 206 or 416).
+    pub ranged: Ranged,
+}
+
+/// A `Range: bytes=...` request header (RFC 9110 §14.1.2). One range only: several ranges,
+/// other units or bad syntax are ignored (the whole recording is sent, which the RFC allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=a-b` (b inclusive).
+    FromTo(u64, u64),
+    /// `bytes=a-`.
+    From(u64),
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// `None` means: ignore the header.
+    pub fn parse(v: &str) -> Option<ByteRange> {
+        let spec = v.trim().strip_prefix("bytes=")?.trim();
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        let num = |x: &str| -> Option<u64> {
+            if x.is_empty() || !x.bytes().all(|c| c.is_ascii_digit()) {
+                None
+            } else {
+                x.parse().ok()
+            }
+        };
+        match (a.is_empty(), b.is_empty()) {
+            (true, false) => Some(ByteRange::Suffix(num(b)?)),
+            (false, true) => Some(ByteRange::From(num(a)?)),
+            (false, false) => {
+                let (a, b) = (num(a)?, num(b)?);
+                // last < first is invalid syntax: ignored, not unsatisfiable.
+                (b >= a).then_some(ByteRange::FromTo(a, b))
+            }
+            (true, true) => None,
+        }
+    }
+
+    /// The part of a `total`-byte recording this range selects.
+    pub fn resolve(self, total: u64) -> Ranged {
+        let part = |first: u64, last: u64| Ranged::Part { first, last, total };
+        match self {
+            ByteRange::FromTo(a, _) | ByteRange::From(a) if a >= total => {
+                Ranged::Unsatisfiable { total }
+            }
+            ByteRange::FromTo(a, b) => part(a, b.min(total - 1)),
+            ByteRange::From(a) => part(a, total - 1),
+            ByteRange::Suffix(n) if n == 0 || total == 0 => Ranged::Unsatisfiable { total },
+            ByteRange::Suffix(n) => part(total.saturating_sub(n), total - 1),
+        }
+    }
+}
+
+/// What part of a recording a [`RecordingSource`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranged {
+    /// The index cannot serve ranges: the whole recording, 200 without Accept-Ranges.
+    Unsupported,
+    /// The whole recording (no or an ignored Range header): 200 with `Accept-Ranges: bytes`.
+    Whole,
+    /// Bytes `first..=last` of `total`: 206 with Content-Range; `len` is the part's length.
+    Part { first: u64, last: u64, total: u64 },
+    /// 416 with `Content-Range: bytes */total`; the reader is not read.
+    Unsatisfiable { total: u64 },
 }
 
 /// Finds recordings by their id (000:L748: one id per recording, not per call). Implemented
 /// by the recording module; `open` may block (it runs on a blocking thread).
 pub trait RecordingIndex: Send + Sync {
     /// `Ok(None)` when there is no such recording. `start_time` is the grid's optional hint
-    /// (000:L747, format to be agreed).
+    /// (000:L747, format to be agreed). `range` is the request's Range header, parsed; an
+    /// index that serves ranges resolves it with [`ByteRange::resolve`] and says what it
+    /// serves in [`RecordingSource::ranged`].
     fn open(
         &self,
         record_id: &str,
         start_time: Option<&str>,
+        range: Option<ByteRange>,
     ) -> std::io::Result<Option<RecordingSource>>;
 
     /// Whether this node records at all (only changes the 404 message).
@@ -314,7 +387,12 @@ pub trait RecordingIndex: Send + Sync {
 pub struct NoRecordings;
 
 impl RecordingIndex for NoRecordings {
-    fn open(&self, _: &str, _: Option<&str>) -> std::io::Result<Option<RecordingSource>> {
+    fn open(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: Option<ByteRange>,
+    ) -> std::io::Result<Option<RecordingSource>> {
         Ok(None)
     }
 
@@ -539,10 +617,40 @@ fn set_code_headers(h: &mut HeaderMap, code: u16, msg: &str) {
     }
 }
 
-/// A recording's 200: its bytes streamed, with `code`/`msg` headers (see `error_response`).
+/// A recording's 200 (or 206 for a range): its bytes streamed, with `code`/`msg` headers (see
+/// `error_response`). An unsatisfiable range is the route's 416 envelope.
 fn recording_response(src: RecordingSource) -> Response {
+    if let Ranged::Unsatisfiable { total } = src.ranged {
+        let e = QueryError::new(
+            416,
+            "range",
+            format!("requested range not satisfiable (recording has {total} bytes)"),
+        );
+        let mut resp = error_response(Route::Recording, &e);
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes */{total}"))
+                .unwrap_or(HeaderValue::from_static("bytes */0")),
+        );
+        return resp;
+    }
     let mut resp = Response::new(stream_body(src.reader));
+    if let Ranged::Part { .. } = src.ranged {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     let h = resp.headers_mut();
+    match src.ranged {
+        Ranged::Unsupported | Ranged::Unsatisfiable { .. } => {}
+        Ranged::Whole => {
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        Ranged::Part { first, last, total } => {
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{total}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&src.content_type) {
         h.insert(header::CONTENT_TYPE, v);
     }
@@ -559,10 +667,14 @@ fn recording_response(src: RecordingSource) -> Response {
 }
 
 /// The recording route's work: validate `recordId`/`startTime`, ask the index.
-fn open_recording(index: &dyn RecordingIndex, p: &Params) -> Result<RecordingSource, QueryError> {
+fn open_recording(
+    index: &dyn RecordingIndex,
+    p: &Params,
+    range: Option<ByteRange>,
+) -> Result<RecordingSource, QueryError> {
     let id = parse_record_id(&p.required_str("recordId")?)?;
     let start = parse_start_time(p.str("startTime")?)?;
-    match index.open(&id, start.as_deref()) {
+    match index.open(&id, start.as_deref(), range) {
         Ok(Some(src)) => Ok(src),
         Ok(None) if index.enabled() => {
             Err(QueryError::not_found(format!("recording {id} not found")))
@@ -597,7 +709,14 @@ async fn handle(
     let result = serve(route, &st, peer, &method, &headers, &uri, body).await;
     let (label, resp) = match result {
         Ok(Reply::Json(v)) => ("ok", json_response(StatusCode::OK, &v)),
-        Ok(Reply::Stream(src)) => ("ok", recording_response(src)),
+        Ok(Reply::Stream(src)) => {
+            let label = if matches!(src.ranged, Ranged::Unsatisfiable { .. }) {
+                "range"
+            } else {
+                "ok"
+            };
+            (label, recording_response(src))
+        }
         Err(e) => {
             tracing::info!(route = route.name(), peer = %peer.ip(), status = e.status, error = %e.msg, "grid request refused");
             (e.label, error_response(route, &e))
@@ -662,18 +781,24 @@ async fn serve(
     }
     let kind = BodyKind::detect(header("content-type"), &bytes)?;
     let params = Params::parse(uri.query(), kind, &bytes)?;
+    let range = header("range").and_then(ByteRange::parse);
     let st2 = Arc::clone(st);
     // Store reads and writes block on SQLite.
-    tokio::task::spawn_blocking(move || execute(route, &st2, &params))
+    tokio::task::spawn_blocking(move || execute(route, &st2, &params, range))
         .await
         .map_err(|_| internal())?
 }
 
-fn execute(route: Route, st: &GridState, p: &Params) -> Result<Reply, QueryError> {
+fn execute(
+    route: Route,
+    st: &GridState,
+    p: &Params,
+    range: Option<ByteRange>,
+) -> Result<Reply, QueryError> {
     let now = Now::system();
     let max_page = st.cfg.max_page_size;
     match route {
-        Route::Recording => open_recording(st.recordings.as_ref(), p).map(Reply::Stream),
+        Route::Recording => open_recording(st.recordings.as_ref(), p, range).map(Reply::Stream),
         Route::Agents => {
             let req = AgentListRequest::parse(p, &st.cfg.ent_id, max_page)?;
             let (agents, groups) = {
@@ -858,6 +983,8 @@ mod tests {
     enum TestIndex {
         File(std::path::PathBuf),
         Counted(Arc<AtomicU64>, u64),
+        /// In memory, serving ranges.
+        Bytes(Vec<u8>),
     }
 
     /// `total` bytes of a pattern, counting every byte handed out.
@@ -889,7 +1016,12 @@ mod tests {
     }
 
     impl RecordingIndex for TestIndex {
-        fn open(&self, id: &str, _: Option<&str>) -> std::io::Result<Option<RecordingSource>> {
+        fn open(
+            &self,
+            id: &str,
+            _: Option<&str>,
+            range: Option<ByteRange>,
+        ) -> std::io::Result<Option<RecordingSource>> {
             if id != "rec-1" {
                 return Ok(None);
             }
@@ -902,6 +1034,7 @@ mod tests {
                         content_type: "audio/wav".into(),
                         len: Some(len),
                         file_name: "rec-1.wav".into(),
+                        ranged: Ranged::Unsupported,
                     }
                 }
                 TestIndex::Counted(read, total) => RecordingSource {
@@ -912,7 +1045,25 @@ mod tests {
                     content_type: "audio/wav".into(),
                     len: None,
                     file_name: "rec-1.wav".into(),
+                    ranged: Ranged::Unsupported,
                 },
+                TestIndex::Bytes(data) => {
+                    let total = data.len() as u64;
+                    let ranged = range.map_or(Ranged::Whole, |r| r.resolve(total));
+                    let (a, b) = match ranged {
+                        Ranged::Part { first, last, .. } => (first, last + 1),
+                        Ranged::Unsatisfiable { .. } => (0, 0),
+                        _ => (0, total),
+                    };
+                    let part = data[a as usize..b as usize].to_vec();
+                    RecordingSource {
+                        len: Some(part.len() as u64),
+                        reader: Box::pin(std::io::Cursor::new(part)),
+                        content_type: "audio/wav".into(),
+                        file_name: "rec-1.wav".into(),
+                        ranged,
+                    }
+                }
             }))
         }
     }
@@ -923,7 +1074,7 @@ mod tests {
 
     #[test]
     fn recording_lookup_validates_and_names_the_missing_recording() {
-        let e = open_recording(&NoRecordings, &params("recordId=r9"))
+        let e = open_recording(&NoRecordings, &params("recordId=r9"), None)
             .err()
             .unwrap();
         assert_eq!(e.status, 404);
@@ -932,19 +1083,21 @@ mod tests {
             "recording r9 not found (recording is not enabled on this node)"
         );
         let idx = TestIndex::Counted(Arc::new(AtomicU64::new(0)), 1);
-        let e = open_recording(&idx, &params("recordId=r9")).err().unwrap();
+        let e = open_recording(&idx, &params("recordId=r9"), None)
+            .err()
+            .unwrap();
         assert_eq!(e.msg, "recording r9 not found");
-        let e = open_recording(&idx, &params("")).err().unwrap();
+        let e = open_recording(&idx, &params(""), None).err().unwrap();
         assert_eq!(e.msg, "missing parameter recordId");
-        let e = open_recording(&idx, &params("recordId=..%2Fx"))
+        let e = open_recording(&idx, &params("recordId=..%2Fx"), None)
             .err()
             .unwrap();
         assert!(e.msg.starts_with("recordId must be"), "{}", e.msg);
-        let e = open_recording(&idx, &params("recordId=rec-1&startTime=x"))
+        let e = open_recording(&idx, &params("recordId=rec-1&startTime=x"), None)
             .err()
             .unwrap();
         assert!(e.msg.starts_with("startTime must be"), "{}", e.msg);
-        assert!(open_recording(&idx, &params("recordId=rec-1&startTime=202403")).is_ok());
+        assert!(open_recording(&idx, &params("recordId=rec-1&startTime=202403"), None).is_ok());
         let mut h = HeaderMap::new();
         set_code_headers(&mut h, 404, "recording é not found\n");
         assert_eq!(h["code"], "404");
@@ -955,11 +1108,15 @@ mod tests {
     async fn serve(index: Arc<dyn RecordingIndex>) -> SocketAddr {
         let app = Router::new().route(
             "/r",
-            axum::routing::post(move |body: Bytes| {
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let index = Arc::clone(&index);
                 async move {
                     let p = Params::parse(None, BodyKind::Form, &body).unwrap();
-                    match open_recording(index.as_ref(), &p) {
+                    let range = headers
+                        .get("range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(ByteRange::parse);
+                    match open_recording(index.as_ref(), &p, range) {
                         Ok(src) => recording_response(src),
                         Err(e) => error_response(Route::Recording, &e),
                     }
@@ -974,12 +1131,21 @@ mod tests {
 
     /// Sends the request and returns the socket positioned after the response head.
     fn request(addr: SocketAddr, body: &str) -> (String, std::io::BufReader<std::net::TcpStream>) {
+        request_with(addr, "", body)
+    }
+
+    /// `extra`: more header lines, each ending in CRLF.
+    fn request_with(
+        addr: SocketAddr,
+        extra: &str,
+        body: &str,
+    ) -> (String, std::io::BufReader<std::net::TcpStream>) {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
         write!(
             s,
-            "POST /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -1088,6 +1254,115 @@ mod tests {
         );
         assert_eq!(body_len, TOTAL);
         assert_eq!(read.load(Ordering::SeqCst), TOTAL);
+    }
+
+    #[test]
+    fn range_headers_parse_and_resolve_per_rfc_9110() {
+        use ByteRange::*;
+        assert_eq!(ByteRange::parse("bytes=0-99"), Some(FromTo(0, 99)));
+        assert_eq!(ByteRange::parse(" bytes=5- "), Some(From(5)));
+        assert_eq!(ByteRange::parse("bytes=-10"), Some(Suffix(10)));
+        for ignored in [
+            "bytes=5-2",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=99999999999999999999999-",
+            "",
+        ] {
+            assert_eq!(ByteRange::parse(ignored), None, "{ignored}");
+        }
+        let part = |first, last| Ranged::Part {
+            first,
+            last,
+            total: 100,
+        };
+        assert_eq!(FromTo(0, 0).resolve(100), part(0, 0));
+        assert_eq!(FromTo(10, 1000).resolve(100), part(10, 99));
+        assert_eq!(From(99).resolve(100), part(99, 99));
+        assert_eq!(From(100).resolve(100), Ranged::Unsatisfiable { total: 100 });
+        assert_eq!(
+            FromTo(100, 200).resolve(100),
+            Ranged::Unsatisfiable { total: 100 }
+        );
+        assert_eq!(Suffix(10).resolve(100), part(90, 99));
+        assert_eq!(Suffix(1000).resolve(100), part(0, 99));
+        assert_eq!(Suffix(0).resolve(100), Ranged::Unsatisfiable { total: 100 });
+        assert_eq!(Suffix(5).resolve(0), Ranged::Unsatisfiable { total: 0 });
+        assert_eq!(From(0).resolve(0), Ranged::Unsatisfiable { total: 0 });
+    }
+
+    /// 206 with Content-Range for each range form, 416 when unsatisfiable, 200 with
+    /// Accept-Ranges without (or with an ignored) Range header — over a real socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn range_requests_over_a_socket() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let addr = serve(Arc::new(TestIndex::Bytes(data.clone()))).await;
+        let get = move |range: &str| {
+            let extra = if range.is_empty() {
+                String::new()
+            } else {
+                format!("Range: {range}\r\n")
+            };
+            let (head, mut r) = request_with(addr, &extra, "recordId=rec-1");
+            let mut body = Vec::new();
+            r.read_to_end(&mut body).unwrap();
+            (head, body)
+        };
+        let (head, body) = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for r in [
+                "bytes=0-99",
+                "bytes=99990-",
+                "bytes=-5",
+                "bytes=65530-65545",
+                "bytes=90000-200000",
+                "bytes=100000-",
+                "bytes=-0",
+                "",
+                "bytes=0-1,4-5",
+            ] {
+                out.push(get(r));
+            }
+            out.into_iter().unzip::<_, _, Vec<_>, Vec<_>>()
+        })
+        .await
+        .unwrap();
+        let check206 = |i: usize, a: usize, b: usize| {
+            assert!(head[i].starts_with("http/1.1 206"), "{}", head[i]);
+            assert!(
+                head[i].contains(&format!("content-range: bytes {a}-{b}/100000")),
+                "{}",
+                head[i]
+            );
+            assert!(head[i].contains(&format!("content-length: {}", b - a + 1)));
+            assert!(head[i].contains("accept-ranges: bytes"));
+            assert_eq!(body[i], &data[a..=b]);
+        };
+        check206(0, 0, 99);
+        check206(1, 99990, 99999);
+        check206(2, 99995, 99999);
+        check206(3, 65530, 65545);
+        check206(4, 90000, 99999);
+        for i in [5, 6] {
+            assert!(head[i].starts_with("http/1.1 416"), "{}", head[i]);
+            assert!(
+                head[i].contains("content-range: bytes */100000"),
+                "{}",
+                head[i]
+            );
+            assert!(head[i].contains("code: 416"), "{}", head[i]);
+            let v: Value = serde_json::from_slice(&body[i]).unwrap();
+            assert_eq!(v["code"], "416");
+        }
+        for i in [7, 8] {
+            assert!(head[i].starts_with("http/1.1 200"), "{}", head[i]);
+            assert!(head[i].contains("accept-ranges: bytes"), "{}", head[i]);
+            assert!(!head[i].contains("content-range"), "{}", head[i]);
+            assert_eq!(body[i], data);
+        }
     }
 
     #[test]

@@ -258,6 +258,32 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE dial_attempts ADD COLUMN result_detail INTEGER;
     ALTER TABLE dial_attempts ADD COLUMN task_number_id INTEGER;
     "#,
+    // 8: stored call recordings (recording/store.rs): one row per recording, one per stored
+    // format (encrypted file, plaintext size and SHA-256, the key id that sealed it).
+    r#"
+    CREATE TABLE recordings (
+        record_id     TEXT PRIMARY KEY,
+        call_id       TEXT NOT NULL,
+        agent         TEXT,
+        participants  TEXT NOT NULL DEFAULT '[]',
+        started_ms    INTEGER NOT NULL,
+        ended_ms      INTEGER NOT NULL,
+        codec         TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('complete', 'partial')),
+        created_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX recordings_call ON recordings (call_id);
+    CREATE INDEX recordings_ended ON recordings (ended_ms);
+    CREATE TABLE recording_files (
+        record_id  TEXT NOT NULL REFERENCES recordings (record_id) ON DELETE CASCADE,
+        format     TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        key_id     TEXT NOT NULL,
+        PRIMARY KEY (record_id, format)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub struct Store {
