@@ -80,7 +80,7 @@ fn resample(c: &mut Criterion) {
         .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
         .collect();
     let mut rs = Resampler::up_8k_to_16k().expect("resampler");
-    let mut out = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(4096);
     let mut g = c.benchmark_group("resample");
     g.throughput(Throughput::Elements(160));
     g.measurement_time(Duration::from_secs(5));
@@ -88,6 +88,18 @@ fn resample(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             black_box(rs.process(black_box(&input), &mut out).expect("process"));
+        })
+    });
+    // Batch transcoding (after the call) can use bigger chunks.
+    let long: Vec<i16> = (0..1024)
+        .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
+        .collect();
+    let mut rs = Resampler::new(8000, 16000, 1024).expect("resampler");
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("fft_8k_to_16k_chunk1024_per_sample", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(rs.process(black_box(&long), &mut out).expect("process"));
         })
     });
     g.finish();
