@@ -99,6 +99,7 @@ fn spool(dir: &Path, n: usize, wav: &[u8]) {
             ended_ms: 1_763_766_030_000,
             codec: "PCMA".into(),
             status: RecordingStatus::Complete,
+            call_refs: vec![],
         };
         std::fs::write(
             sp.join(format!("{id}.json")),

@@ -59,6 +59,8 @@ pub struct Config {
     pub grid_api: crate::api::grid::GridApiConfig,
     /// `[dialer]`: the campaign runtime (call tasks, lines, origination).
     pub dialer: crate::dialer::config::DialerConfig,
+    /// `[recording]`: the recording server (SIP URIs, media ports, outputs, keys, retention).
+    pub recording: crate::recording::config::RecordingConfig,
 }
 
 /// `[esl]`: the FreeSWITCH event socket gridedge connects to (inbound mode).
@@ -576,6 +578,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.outbox.validate().map_err(|(k, r)| invalid(k, r))?;
         self.dialer.validate().map_err(|(k, r)| invalid(k, r))?;
+        self.recording.validate().map_err(|(k, r)| invalid(k, r))?;
         self.grid.validate().map_err(|(k, r)| invalid(k, r))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
@@ -1049,6 +1052,8 @@ mod tests {
             ("[management]\nallow = [\"10.0.0.0/33\"]\n", "allow"),
             ("[[agents]]\nname = \"x\"\n", "agents[0].agent_id"),
             ("[dialer]\ntick_ms = 0\n", "dialer.tick_ms"),
+            ("[recording]\nuris = []\n", "recording.uris"),
+            ("[recording]\nrtp_timeout_secs = 0\n", "recording.rtp_timeout_secs"),
             ("[dialer]\ndrop_ms = 99\n", "dialer.drop_ms"),
             ("[dialer]\nagent_dial_string = \"user/1001\"\n", "dialer.agent_dial_string"),
             ("[dialer]\nagent_dial_string = \"user/{ext},x\"\n", "dialer.agent_dial_string"),

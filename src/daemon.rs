@@ -343,6 +343,18 @@ pub async fn run(
         cfg.grid_api.max_queued_calls,
         metrics.registry(),
     ));
+    // The recording server: a SIP application beside the registrar, its media threads and
+    // transcoding pool, and the index the grid downloads from.
+    let recording = if cfg.recording.enabled {
+        Some(start_recording(&cfg, &server, &metrics)?)
+    } else {
+        None
+    };
+    let recording_index: Arc<dyn api::grid::RecordingIndex> = match &recording {
+        Some(r) => Arc::clone(&r.index) as Arc<dyn api::grid::RecordingIndex>,
+        None => Arc::new(api::grid::NoRecordings),
+    };
+
     let grid_state = if cfg.grid_api.enabled {
         // One enterprise id for pushes and queries unless [grid_api] names another.
         let mut grid_api = cfg.grid_api.clone();
@@ -356,7 +368,7 @@ pub async fn run(
                 &cfg.db_path(),
                 Arc::clone(&agents),
                 Arc::clone(&queue_board),
-                Arc::new(api::grid::NoRecordings),
+                recording_index,
                 Arc::clone(&metrics),
             )
             .context("grid_api")?,
@@ -409,6 +421,17 @@ pub async fn run(
                     mgmt: mgmt_state.clone(),
                     dialer: Arc::clone(&dialer),
                 }),
+                recording: match &recording {
+                    Some(_) => Some(Arc::new(api::recording::RecordingApiState {
+                        mgmt: mgmt_state.clone(),
+                        store: std::sync::Mutex::new(
+                            crate::recording::RecordingStore::open(&cfg.db_path())
+                                .context("opening the recording index")?,
+                        ),
+                        db_path: cfg.db_path(),
+                    })),
+                    None => None,
+                },
             },
         );
         let token = shutdown.clone();
@@ -508,6 +531,20 @@ pub async fn run(
     tasks.spawn(Arc::clone(&agents).run_registrations(shutdown.clone()));
     tasks.spawn(Arc::clone(&agents).run_timers(shutdown.clone()));
     tasks.spawn(Arc::clone(&cdr).run(shutdown.clone()));
+    if let Some(r) = &recording {
+        tasks.spawn(Arc::clone(&r.service).run(Arc::clone(&server), shutdown.clone()));
+        tasks.spawn(link_recordings(
+            r.service.subscribe(),
+            Arc::clone(&cdr),
+            shutdown.clone(),
+        ));
+        tasks.spawn(run_retention(
+            cfg.db_path(),
+            crate::recording::service::recordings_dir(&cfg.state.dir),
+            cfg.recording.retention_days,
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(Arc::clone(&cdr).run_sweeper(shutdown.clone()));
     tasks.spawn(Arc::clone(&outbox).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&forwarder).run(
@@ -767,6 +804,133 @@ fn esl_client_config(cfg: &Config) -> anyhow::Result<EslClientConfig> {
 /// Settings bound at start-up (sockets, files, buffers, the persister's pace) cannot change
 /// under a running daemon: the running values are kept, with a warning naming each one, so
 /// later reloads keep comparing against what is actually in force.
+struct RecordingParts {
+    service: Arc<crate::recording::service::RecordingService>,
+    index: Arc<crate::recording::StoredRecordings>,
+}
+
+/// Opens the key, the recording server and the download index.
+fn start_recording(
+    cfg: &Config,
+    server: &Arc<SipServer>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<RecordingParts> {
+    let key_path = cfg
+        .recording
+        .key_file
+        .clone()
+        .unwrap_or_else(|| cfg.state.dir.join("recording.key"));
+    let keyring = Arc::new(
+        crate::recording::Keyring::load_or_create(&key_path)
+            .with_context(|| format!("recording.key_file {}", key_path.display()))?,
+    );
+    // Which side a plain INVITE's audio goes to: a sender that is one of our extensions is
+    // the agent. Weak: the SIP server holds the service, the service must not hold it back.
+    let weak = Arc::downgrade(server);
+    let is_agent = Box::new(move |user: &str| {
+        weak.upgrade().is_some_and(|s| {
+            s.with_endpoint(|ep| ep.registrar.credentials().contains_key(user))
+        })
+    });
+    let service = crate::recording::service::RecordingService::open(
+        cfg.recording.clone(),
+        &cfg.state.dir,
+        &cfg.db_path(),
+        Arc::clone(&keyring),
+        metrics.registry(),
+        is_agent,
+    )
+    .context("starting the recording server")?;
+    server.set_application(Arc::clone(&service) as Arc<dyn crate::sip::server::SipApplication>);
+    let formats = cfg
+        .recording
+        .formats
+        .iter()
+        .map(|f| crate::recording::Format::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("recording.formats: {e}"))?;
+    let index = Arc::new(
+        crate::recording::StoredRecordings::open(
+            &cfg.db_path(),
+            crate::recording::service::recordings_dir(&cfg.state.dir),
+            keyring,
+            formats,
+        )
+        .context("opening the recording index")?,
+    );
+    tracing::info!(
+        uris = ?cfg.recording.uris,
+        media_ip = %cfg.recording.media_ip,
+        ports = %format!("{}-{}", cfg.recording.rtp_port_min, cfg.recording.rtp_port_max),
+        "recording server ready"
+    );
+    Ok(RecordingParts { service, index })
+}
+
+/// Carries recording ids to the CDR builder (SRFMSGID): at the start of a recording (the
+/// call's CDR is usually built before the file is stored) and again when it is ready.
+async fn link_recordings(
+    mut events: tokio::sync::broadcast::Receiver<crate::recording::service::RecordingEvent>,
+    cdr: Arc<CdrService>,
+    shutdown: CancellationToken,
+) {
+    use crate::recording::service::RecordingEvent;
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => ev,
+        };
+        match ev {
+            Ok(RecordingEvent::Started {
+                record_id,
+                call_refs,
+            })
+            | Ok(RecordingEvent::Ready {
+                record_id,
+                call_refs,
+                ..
+            }) => cdr.link_recording(&call_refs, &record_id),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "recording events lagged; those calls' CDRs may lack their recording id");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Deletes expired recordings once an hour (and once shortly after start).
+async fn run_retention(
+    db_path: std::path::PathBuf,
+    recordings_dir: std::path::PathBuf,
+    days: u32,
+    shutdown: CancellationToken,
+) {
+    if days == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let (db, dir) = (db_path.clone(), recordings_dir.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let mut store = crate::recording::RecordingStore::open(&db)?;
+            crate::recording::retention::apply(&mut store, &dir, Now::system().unix_ms, days, 500)
+        })
+        .await;
+        match done {
+            Ok(Ok(r)) if r.recordings > 0 || r.errors > 0 => {
+                tracing::info!(deleted = r.recordings, files = r.files, errors = r.errors, "recording retention")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "recording retention failed"),
+            Err(e) => tracing::error!(error = %e, "recording retention task failed"),
+        }
+    }
+}
+
 fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     let mut changed = Vec::new();
     macro_rules! keep {
@@ -785,6 +949,8 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     keep!(outbox, "outbox");
     keep!(grid, "grid");
     keep!(grid_api, "grid_api");
+    // The recording server's ports, threads, keys and outputs are set up once.
+    keep!(recording, "recording");
     // Project extensions' HA1 values are bound to the realm they were created in.
     keep!(sip.realm, "sip.realm");
     keep!(directory.key_file, "directory.key_file");

@@ -40,6 +40,9 @@ enum Command {
         #[arg(long)]
         policies: Option<String>,
     },
+    /// Convert a backlog of recordings: spool WAVs with their JSON sidecars (left by a crash
+    /// or a full queue), or `--add-format` to every stored recording; shows progress.
+    Transcode(gridedge::recording::TranscodeArgs),
     /// Inspect the grid outbox and its dead letters (works while the daemon runs).
     Outbox {
         /// The daemon's config (for its state directory); embedded defaults when omitted.
@@ -156,6 +159,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Outbox { config, op } => outbox_command(config, op),
+        Command::Transcode(args) => match gridedge::recording::run_transcode(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gridedge transcode: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::SimulateDialer {
             scenario,
             json,

@@ -10,6 +10,7 @@ pub mod grid;
 pub mod listener;
 pub mod mgmt;
 pub mod outbox;
+pub mod recording;
 pub mod sign;
 pub mod sockjs;
 pub mod stomp;
@@ -42,6 +43,8 @@ pub struct Surfaces {
     pub outbox: Arc<outbox::OutboxAdminState>,
     pub grid: Option<Arc<grid::GridState>>,
     pub campaign: Arc<campaign::CampaignState>,
+    /// The recording index listing, when recording is on.
+    pub recording: Option<Arc<recording::RecordingApiState>>,
 }
 
 /// The whole HTTP surface. Unknown paths get seed 004's JSON envelope with 404, never an
@@ -57,6 +60,10 @@ pub fn router(state: Arc<ApiState>, s: Surfaces) -> Router {
         .merge(cdr::routes(&s.cdr_path, s.cdr))
         .merge(outbox::routes(s.outbox))
         .merge(campaign::routes(s.campaign));
+    let r = match s.recording {
+        Some(st) => r.merge(recording::routes(st)),
+        None => r,
+    };
     let r = match s.grid {
         Some(g) => r.merge(grid::routes(g)),
         None => r,

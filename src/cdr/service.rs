@@ -178,6 +178,47 @@ pub struct CdrService {
     leg_retention_ms: Option<u64>,
     last_prune_ms: Mutex<u64>,
     forwarder: std::sync::OnceLock<Arc<dyn RecordForwarder>>,
+    /// Recordings announced by the recording server, by the call identifiers they name.
+    recordings: Mutex<RecordingLinks>,
+}
+
+/// Call identifier (uuid, Call-ID, SIPREC session) → recording id, bounded: a recording's
+/// call closes within minutes, so the oldest links can go once the map is full.
+#[derive(Default)]
+pub struct RecordingLinks {
+    by_ref: HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RecordingLinks {
+    const MAX: usize = 100_000;
+
+    pub fn link(&mut self, refs: &[String], record_id: &str) {
+        for r in refs {
+            if r.is_empty() {
+                continue;
+            }
+            if self.by_ref.insert(r.clone(), record_id.to_owned()).is_none() {
+                self.order.push_back(r.clone());
+            }
+            while self.order.len() > Self::MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_ref.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Gives each leg without a recording the one linked to its uuid, call uuid or Call-ID.
+    pub fn fill(&self, legs: &mut [crate::switch::leg::Leg]) {
+        for leg in legs.iter_mut().filter(|l| l.recording.is_none()) {
+            let found = [Some(&leg.key.uuid), Some(&leg.call_uuid), leg.sip_call_id.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|r| self.by_ref.get(r));
+            leg.recording = found.cloned();
+        }
+    }
 }
 
 /// How often old legs are pruned.
@@ -244,10 +285,17 @@ impl CdrService {
                 .then(|| c.leg_retention_days.saturating_mul(86_400_000)),
             last_prune_ms: Mutex::new(0),
             forwarder: std::sync::OnceLock::new(),
+            recordings: Mutex::new(RecordingLinks::default()),
         }))
     }
 
     /// Sends every call built from now on to `f` as well (set once, at start-up).
+    /// Links a recording to the calls it names (the RecordingStarted/Ready events), so the
+    /// call's records carry its id (SRFMSGID) when they are built.
+    pub fn link_recording(&self, call_refs: &[String], record_id: &str) {
+        lock(&self.recordings).link(call_refs, record_id);
+    }
+
     pub fn set_forwarder(&self, f: Arc<dyn RecordForwarder>) {
         if self.forwarder.set(f).is_err() {
             tracing::warn!("CDR forwarder set twice; keeping the first");
@@ -407,7 +455,8 @@ impl CdrService {
         }
         let mut n = 0;
         let mut calls = closed.into_iter();
-        while let Some(call) = calls.next() {
+        while let Some(mut call) = calls.next() {
+            lock(&self.recordings).fill(&mut call.legs);
             let records = build_call(&call.legs, &*lock(&self.directory), &self.mapping);
             let key_text = call.key.to_text();
             let rows = self

@@ -20,17 +20,22 @@ use super::transcode::{Format, TranscodeConfig, TranscodeJob};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TranscodeArgs {
+    /// The daemon's config: its state directory, `[recording] key_file` and `formats` are
+    /// the defaults of the options below (embedded defaults when neither is given).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// The daemon's state directory (database `gridedge.db`, `recordings/`).
     #[arg(long)]
-    pub state_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
     /// AES-256 key file (default `<state-dir>/recording.key`; created 0600 when absent).
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// Spool directory holding `<id>.wav` + `<id>.json` (default `<state-dir>/recordings/spool`).
     #[arg(long)]
     pub spool_dir: Option<PathBuf>,
-    /// Output formats, in order (wav, alaw, wav16k); the first is what downloads serve.
-    #[arg(long = "format", value_delimiter = ',', default_value = "wav")]
+    /// Output formats, in order (wav, alaw, wav16k); the first is what downloads serve
+    /// (default: the config's `[recording] formats`).
+    #[arg(long = "format", value_delimiter = ',')]
     pub formats: Vec<String>,
     /// Instead of the spool: add this format to every stored recording that lacks it.
     #[arg(long)]
@@ -168,7 +173,7 @@ pub fn transcode_backlog(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             let r = match &item {
-                Work::Spool(wav) => TranscodeJob::from_sidecar(wav)
+                Work::Spool(wav) => TranscodeJob::prepare(wav)
                     .and_then(|job| cfg.run(&mut store, &job, now))
                     .map(|s| s.frames),
                 Work::AddFormat(id) => add_format
@@ -218,7 +223,23 @@ pub fn transcode_backlog(
 }
 
 /// `gridedge transcode` (wired into main.rs's clap by the integrator).
-pub fn run_transcode(args: TranscodeArgs) -> anyhow::Result<()> {
+pub fn run_transcode(mut args: TranscodeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(p) => crate::config::Config::load(p)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
+        None => crate::config::Config::parse("")
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.state.dir.clone());
+    if args.key_file.is_none() {
+        args.key_file = config.recording.key_file.clone();
+    }
+    if args.formats.is_empty() {
+        args.formats = config.recording.formats.clone();
+    }
     let formats = args
         .formats
         .iter()
@@ -235,11 +256,11 @@ pub fn run_transcode(args: TranscodeArgs) -> anyhow::Result<()> {
     let key_file = args
         .key_file
         .clone()
-        .unwrap_or_else(|| args.state_dir.join("recording.key"));
+        .unwrap_or_else(|| state_dir.join("recording.key"));
     let keyring = Keyring::load_or_create(&key_file)?;
     let cfg = TranscodeConfig {
-        recordings_dir: args.state_dir.join("recordings"),
-        db_path: args.state_dir.join("gridedge.db"),
+        recordings_dir: state_dir.join("recordings"),
+        db_path: state_dir.join("gridedge.db"),
         formats,
         keyring: Arc::new(keyring),
         chunk: DEFAULT_CHUNK,

@@ -16,6 +16,9 @@ pub enum RecordingStatus {
     Complete,
     /// Repaired after a crash.
     Partial,
+    /// Still being written: only ever seen in a spool sidecar. A sidecar still saying so at
+    /// start-up belongs to a recording a crash cut; it is repaired and indexed as partial.
+    Recording,
 }
 
 impl RecordingStatus {
@@ -23,6 +26,7 @@ impl RecordingStatus {
         match self {
             RecordingStatus::Complete => "complete",
             RecordingStatus::Partial => "partial",
+            RecordingStatus::Recording => "recording",
         }
     }
 
@@ -52,6 +56,23 @@ pub struct RecordingMeta {
     /// Codec(s) received, e.g. "PCMA" or "PCMU/G722".
     pub codec: String,
     pub status: RecordingStatus,
+    /// The recorded call's identifiers (softswitch uuid, SIPREC session ids): how its CDR
+    /// finds this recording. Kept in the sidecar, not in the index.
+    #[serde(default)]
+    pub call_refs: Vec<String>,
+}
+
+impl RecordingMeta {
+    /// Writes the spool sidecar durably: temp file, fsync, rename. A sidecar is what lets a
+    /// start-up (or `gridedge transcode`) index a recording the daemon never finished.
+    pub fn write_sidecar(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
 }
 
 /// One stored format of a recording.
@@ -107,6 +128,7 @@ fn meta_row(r: &Row<'_>) -> rusqlite::Result<(RecordingMeta, u64)> {
             codec: r.get(6)?,
             status: RecordingStatus::parse(&status)
                 .ok_or_else(|| conv(7, format!("status {status:?}")))?,
+            call_refs: Vec::new(),
         },
         r.get::<_, i64>(8)?.max(0) as u64,
     ))
@@ -316,6 +338,7 @@ pub(crate) mod tests {
             ended_ms,
             codec: "PCMA".into(),
             status: RecordingStatus::Complete,
+            call_refs: vec![],
         }
     }
 

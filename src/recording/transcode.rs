@@ -28,7 +28,7 @@ use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 
 use super::crypto::{self, CryptoError, EncryptWriter, Keyring};
-use super::store::{RecordingMeta, RecordingStore, StoredFile};
+use super::store::{RecordingMeta, RecordingStatus, RecordingStore, StoredFile};
 use crate::store::StoreError;
 
 /// Input frames per resampler call and per read block.
@@ -425,6 +425,29 @@ impl TranscodeJob {
             meta,
             spool_wav: spool_wav.to_path_buf(),
         })
+    }
+}
+
+impl TranscodeJob {
+    /// The job of a spool WAV, ready for the transcoder. A sidecar still saying `recording`
+    /// belongs to a recording a crash cut: its WAV header is repaired from the file's length
+    /// and it becomes `partial` (the sidecar is rewritten first, so this happens once).
+    pub fn prepare(spool_wav: &Path) -> Result<TranscodeJob, TranscodeError> {
+        let mut job = TranscodeJob::from_sidecar(spool_wav)?;
+        if job.meta.status == RecordingStatus::Recording {
+            let bad = |reason: String| TranscodeError::Input {
+                path: spool_wav.display().to_string(),
+                reason,
+            };
+            let fixed = crate::media::wav::repair(spool_wav).map_err(|e| bad(e.to_string()))?;
+            job.meta.status = RecordingStatus::Partial;
+            job.meta.ended_ms = job.meta.started_ms + fixed.frames / 8;
+            job.meta
+                .write_sidecar(&spool_wav.with_extension("json"))
+                .map_err(|e| bad(e.to_string()))?;
+            tracing::warn!(record_id = %job.meta.record_id, duration_ms = fixed.frames / 8, "recording cut by a crash repaired; indexed as partial");
+        }
+        Ok(job)
     }
 }
 

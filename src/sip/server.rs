@@ -55,8 +55,23 @@ impl PersistQueue {
     }
 }
 
+/// A SIP application beside the registrar (the recording server): it claims the requests that
+/// are its own (by Request-URI or dialog) and answers them itself, under its own lock.
+pub trait SipApplication: Send + Sync {
+    fn claims(&self, req: &crate::sip::message::Request) -> bool;
+    /// The reply to send on the same flow, if any.
+    fn handle(
+        &self,
+        req: &crate::sip::message::Request,
+        flow: &Flow,
+        now: Now,
+    ) -> Option<(Vec<u8>, u16)>;
+}
+
 pub struct SipServer {
     endpoint: Mutex<Endpoint>,
+    /// Set once at start-up when recording is on.
+    app: std::sync::OnceLock<Arc<dyn SipApplication>>,
     /// A copy of the endpoint's parse limits, readable without the core's lock.
     limits: std::sync::RwLock<crate::sip::message::Limits>,
     /// UDP sockets by local address, so qualify probes leave from the listener the phone
@@ -73,6 +88,7 @@ impl SipServer {
         let server = Arc::new(SipServer {
             limits: std::sync::RwLock::new(endpoint.limits),
             endpoint: Mutex::new(endpoint),
+            app: std::sync::OnceLock::new(),
             udp_sockets: Mutex::new(HashMap::new()),
             metrics,
             events,
@@ -99,15 +115,23 @@ impl SipServer {
             // Parsing needs no shared state, so it runs before the core's lock is taken and
             // receivers on several threads parse in parallel.
             let parsed = crate::sip::message::Message::parse(bytes, &limits);
-            self.with_endpoint(|ep| {
+            if let (Ok(crate::sip::message::Message::Request(req)), Some(app)) =
+                (&parsed, self.app.get())
+            {
+                if app.claims(req) {
+                    return Err(self.to_app(app.as_ref(), req, flow, now));
+                }
+            }
+            Ok(self.with_endpoint(|ep| {
                 let h = ep.handle_parsed(parsed, bytes, flow, now);
                 // Read the gauges under the same lock rather than taking it again.
                 let loc = ep.registrar.location();
                 (h, loc.len(), loc.aor_count())
-            })
+            }))
         }));
         let (h, bindings, aors) = match outcome {
-            Ok(x) => x,
+            Ok(Ok(x)) => x,
+            Ok(Err(app_reply)) => return app_reply,
             Err(_) => {
                 self.metrics
                     .sip_dropped
@@ -154,6 +178,44 @@ impl SipServer {
             self.metrics.sip_aors_registered.set(aors as i64);
         }
         h.reply
+    }
+
+    /// Installs the application that answers its own requests (once; later calls are ignored).
+    pub fn set_application(&self, app: Arc<dyn SipApplication>) {
+        let _ = self.app.set(app);
+    }
+
+    /// The UDP socket of a listener, for requests and retransmissions nobody asked for.
+    pub fn udp_socket(&self, local: SocketAddr) -> Option<Arc<tokio::net::UdpSocket>> {
+        self.udp_sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&local)
+            .cloned()
+    }
+
+    /// A request for the application: the flood guard still applies, then it answers.
+    fn to_app(
+        &self,
+        app: &dyn SipApplication,
+        req: &crate::sip::message::Request,
+        flow: &Flow,
+        now: Now,
+    ) -> Option<(Vec<u8>, SocketAddr)> {
+        let ua = req.headers.get(&crate::sip::message::HeaderName::UserAgent);
+        let verdict = self.with_endpoint(|ep| ep.guard.check_request(flow.source.ip(), ua, now.instant));
+        if let crate::sip::guard::Verdict::Drop(reason) = verdict {
+            let label = match reason {
+                DropReason::Banned => "banned",
+                DropReason::Flood => "flood",
+                DropReason::Scanner => "scanner",
+            };
+            self.metrics.sip_dropped.with_label_values(&[label]).inc();
+            return None;
+        }
+        let (bytes, status) = app.handle(req, flow, now)?;
+        self.metrics.count_request(req.method.as_str(), status);
+        Some((bytes, flow.source))
     }
 
     /// Changes the parse limits (reload); the endpoint's own copy is set by the caller.
