@@ -198,6 +198,10 @@ pub struct Stream {
     prev_ssrc: Option<u32>,
     /// (SSRC, sequence) that would confirm a switch to a new SSRC.
     ssrc_candidate: Option<(u32, u16)>,
+    /// The packet that opened the probation, (SSRC, sequence, bytes, arrival): replayed when
+    /// the next one confirms the switch, so a transfer's first 20 ms are not lost. One
+    /// datagram at most.
+    ssrc_held: Option<(u32, u16, Vec<u8>, u64)>,
     /// Arrival of the last packet taken from the current SSRC.
     rx_last_ms: u64,
     /// A re-INVITE announced new media: the next new SSRC needs no probation.
@@ -259,6 +263,7 @@ impl Stream {
             rx: None,
             prev_ssrc: None,
             ssrc_candidate: None,
+            ssrc_held: None,
             rx_last_ms: 0,
             ssrc_open: false,
             next_epoch: 0,
@@ -354,8 +359,28 @@ impl Stream {
                 let quiet = now_ms.saturating_sub(self.rx_last_ms) >= SSRC_QUIET_MS;
                 let confirmed = self.ssrc_candidate == Some((p.ssrc, p.sequence));
                 if !(quiet || confirmed || self.ssrc_open) {
+                    if self
+                        .ssrc_held
+                        .as_ref()
+                        .is_some_and(|h| (h.0, h.1) == (p.ssrc, p.sequence))
+                    {
+                        return Err(PacketRefused::Duplicate);
+                    }
                     self.ssrc_candidate = Some((p.ssrc, p.sequence.wrapping_add(1)));
+                    self.ssrc_held = Some((p.ssrc, p.sequence, datagram.to_vec(), now_ms));
                     return Err(PacketRefused::SsrcProbation);
+                }
+                if confirmed {
+                    if let Some((_, _, held, at)) = self.ssrc_held.take() {
+                        // The switch is real: the held packet goes first (it was counted
+                        // refused when it came; now it is received), then this one.
+                        self.ssrc_open = true;
+                        if self.push_inner(&held, at).is_ok() {
+                            self.stats.refused = self.stats.refused.saturating_sub(1);
+                            self.stats.received += 1;
+                        }
+                        return self.push_inner(datagram, now_ms);
+                    }
                 }
                 true
             }
@@ -374,6 +399,7 @@ impl Stream {
                 }
             }
             self.ssrc_candidate = None;
+            self.ssrc_held = None;
             self.ssrc_open = false;
             let epoch = self.next_epoch;
             self.next_epoch += 1;
@@ -903,6 +929,35 @@ mod tests {
         s.finish(&mut out);
         assert_eq!(out.len(), 3200, "the unconfirmed first packet is silence");
         assert_eq!(s.stats().resyncs, 1);
+    }
+
+    #[test]
+    fn an_immediate_ssrc_switch_loses_no_packet() {
+        // A transfer: the new SSRC starts 20 ms after the old one's last packet. The first
+        // new packet waits in probation and is replayed once the next one confirms it.
+        let (a, _) = packets(Codec::Pcmu, 0, 1, 100, 0, 10);
+        let (b, _) = packets(Codec::Pcmu, 0, 2, 5000, 90_000, 10);
+        let mut s = Stream::new(cfg());
+        let mut out = Vec::new();
+        let mut t = 0;
+        for p in a.iter().chain(&b) {
+            let _ = s.push(p, t);
+            s.drain(t, &mut out);
+            t += 20;
+        }
+        // The held packet's duplicate is a duplicate, not a second probation.
+        s.finish(&mut out);
+        let st = s.stats();
+        assert_eq!(st.received, 20, "{st:?}");
+        assert_eq!(st.refused, 0, "{st:?}");
+        assert_eq!(st.ssrc_changes, 1);
+        assert_eq!(out.len(), 20 * 160);
+        let mut d = Stream::new(cfg());
+        d.push(&a[0], 0).unwrap();
+        assert_eq!(d.push(&b[0], 20), Err(PacketRefused::SsrcProbation));
+        assert_eq!(d.push(&b[0], 21), Err(PacketRefused::Duplicate));
+        d.push(&b[1], 40).unwrap();
+        assert_eq!(d.stats().received, 3);
     }
 
     #[test]
