@@ -828,9 +828,8 @@ fn start_recording(
     // the agent. Weak: the SIP server holds the service, the service must not hold it back.
     let weak = Arc::downgrade(server);
     let is_agent = Box::new(move |user: &str| {
-        weak.upgrade().is_some_and(|s| {
-            s.with_endpoint(|ep| ep.registrar.credentials().contains_key(user))
-        })
+        weak.upgrade()
+            .is_some_and(|s| s.with_endpoint(|ep| ep.registrar.credentials().contains_key(user)))
     });
     let service = crate::recording::service::RecordingService::open(
         cfg.recording.clone(),
@@ -891,7 +890,10 @@ async fn link_recordings(
                 ..
             }) => cdr.link_recording(&call_refs, &record_id),
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "recording events lagged; those calls' CDRs may lack their recording id");
+                tracing::warn!(
+                    missed = n,
+                    "recording events lagged; those calls' CDRs may lack their recording id"
+                );
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
@@ -922,7 +924,12 @@ async fn run_retention(
         .await;
         match done {
             Ok(Ok(r)) if r.recordings > 0 || r.errors > 0 => {
-                tracing::info!(deleted = r.recordings, files = r.files, errors = r.errors, "recording retention")
+                tracing::info!(
+                    deleted = r.recordings,
+                    files = r.files,
+                    errors = r.errors,
+                    "recording retention"
+                )
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "recording retention failed"),

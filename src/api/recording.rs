@@ -30,9 +30,7 @@ pub struct RecordingApiState {
 }
 
 pub fn routes(state: Arc<RecordingApiState>) -> Router {
-    Router::new()
-        .route(PATH, any(handle))
-        .with_state(state)
+    Router::new().route(PATH, any(handle)).with_state(state)
 }
 
 async fn handle(

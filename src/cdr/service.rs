@@ -198,7 +198,11 @@ impl RecordingLinks {
             if r.is_empty() {
                 continue;
             }
-            if self.by_ref.insert(r.clone(), record_id.to_owned()).is_none() {
+            if self
+                .by_ref
+                .insert(r.clone(), record_id.to_owned())
+                .is_none()
+            {
                 self.order.push_back(r.clone());
             }
             while self.order.len() > Self::MAX {
@@ -212,10 +216,14 @@ impl RecordingLinks {
     /// Gives each leg without a recording the one linked to its uuid, call uuid or Call-ID.
     pub fn fill(&self, legs: &mut [crate::switch::leg::Leg]) {
         for leg in legs.iter_mut().filter(|l| l.recording.is_none()) {
-            let found = [Some(&leg.key.uuid), Some(&leg.call_uuid), leg.sip_call_id.as_ref()]
-                .into_iter()
-                .flatten()
-                .find_map(|r| self.by_ref.get(r));
+            let found = [
+                Some(&leg.key.uuid),
+                Some(&leg.call_uuid),
+                leg.sip_call_id.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(|r| self.by_ref.get(r));
             leg.recording = found.cloned();
         }
     }

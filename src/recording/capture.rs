@@ -274,7 +274,12 @@ impl Worker {
             let timeout = next_tick.saturating_sub(now).min(TICK_MS) as i32;
             // SAFETY: the events buffer is valid for its length.
             let n = unsafe {
-                libc::epoll_wait(self.epoll, events.as_mut_ptr(), events.len() as i32, timeout)
+                libc::epoll_wait(
+                    self.epoll,
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
             };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -579,7 +584,11 @@ fn publish(metrics: &RecordingMetrics, s: &mut Session) {
 
 /// One `recvmmsg` on a non-blocking socket: how many datagrams arrived, with (length,
 /// truncated) of each in `lens`. No allocation: this runs once per packet burst.
-fn recv_batch(fd: RawFd, bufs: &mut [[u8; MAX_DATAGRAM]], lens: &mut [(usize, bool); BATCH]) -> usize {
+fn recv_batch(
+    fd: RawFd,
+    bufs: &mut [[u8; MAX_DATAGRAM]],
+    lens: &mut [(usize, bool); BATCH],
+) -> usize {
     let n = bufs.len().min(BATCH);
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
@@ -620,7 +629,11 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        for (k, s, r) in [(1u64, 0usize, false), (12345, 3, true), (1 << 40, 127, false)] {
+        for (k, s, r) in [
+            (1u64, 0usize, false),
+            (12345, 3, true),
+            (1 << 40, 127, false),
+        ] {
             assert_eq!(untoken(token(k, s, r)), (k, s, r));
         }
         // Session keys count up from 1; the wake token would need key 2^56 − 1.

@@ -92,21 +92,41 @@ impl RecordingConfig {
                 ));
             }
         }
-        range("recording.rtp_port_min", self.rtp_port_min.into(), 1024, 65_534)?;
+        range(
+            "recording.rtp_port_min",
+            self.rtp_port_min.into(),
+            1024,
+            65_534,
+        )?;
         range(
             "recording.rtp_port_max",
             self.rtp_port_max.into(),
             u64::from(self.rtp_port_min) + 1,
             65_535,
         )?;
-        range("recording.rtp_timeout_secs", self.rtp_timeout_secs, 1, 3_600)?;
-        range("recording.max_concurrent", self.max_concurrent as u64, 1, 100_000)?;
+        range(
+            "recording.rtp_timeout_secs",
+            self.rtp_timeout_secs,
+            1,
+            3_600,
+        )?;
+        range(
+            "recording.max_concurrent",
+            self.max_concurrent as u64,
+            1,
+            100_000,
+        )?;
         range("recording.media_threads", self.media_threads as u64, 1, 64)?;
         range("recording.reorder_ms", self.reorder_ms.into(), 20, 2_000)?;
         range("recording.checkpoint_ms", self.checkpoint_ms, 100, 60_000)?;
         range("recording.workers", self.workers as u64, 1, 64)?;
         range("recording.queue", self.queue as u64, 1, 1_000_000)?;
-        range("recording.retention_days", self.retention_days.into(), 0, 36_500)?;
+        range(
+            "recording.retention_days",
+            self.retention_days.into(),
+            0,
+            36_500,
+        )?;
         if self.formats.is_empty() {
             return Err(("recording.formats", "must name at least one output".into()));
         }

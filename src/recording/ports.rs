@@ -36,7 +36,11 @@ pub struct PortPool {
 impl PortPool {
     pub fn new(ip: IpAddr, min: u16, max: u16) -> PortPool {
         let first = min.next_multiple_of(2);
-        let pairs = if first >= max { 0 } else { (max - first).div_ceil(2) };
+        let pairs = if first >= max {
+            0
+        } else {
+            (max - first).div_ceil(2)
+        };
         PortPool {
             ip,
             first,

@@ -25,10 +25,10 @@ use crate::sip::server::{SipApplication, SipServer};
 
 use super::capture::{CaptureConfig, CaptureThread, Control, Report, StartSession};
 use super::config::RecordingConfig;
+use super::crypto::{Keyring, DEFAULT_CHUNK};
 use super::metrics::RecordingMetrics;
 use super::offer::{Role, SessionMeta};
 use super::ports::PortPool;
-use super::crypto::{Keyring, DEFAULT_CHUNK};
 use super::store::{RecordingMeta, RecordingStatus};
 use super::transcode::{
     Format, TranscodeConfig, TranscodeJob, TranscodeMetrics, TranscodeOutcome, TranscodePool,
@@ -160,7 +160,11 @@ impl RecordingService {
             tracing::info!("libopus.so.0 not found: Opus is not offered to recording clients");
         }
         let svc = Arc::new(RecordingService {
-            ports: Mutex::new(PortPool::new(cfg.media_ip, cfg.rtp_port_min, cfg.rtp_port_max)),
+            ports: Mutex::new(PortPool::new(
+                cfg.media_ip,
+                cfg.rtp_port_min,
+                cfg.rtp_port_max,
+            )),
             cfg,
             uas: Mutex::new(uas),
             threads,
@@ -208,7 +212,9 @@ impl RecordingService {
                 }
             };
             if self.pool.submit(job).is_err() {
-                tracing::warn!("transcoding queue full during recovery; the rest waits for the next start");
+                tracing::warn!(
+                    "transcoding queue full during recovery; the rest waits for the next start"
+                );
                 break;
             }
             n += 1;
@@ -262,7 +268,10 @@ impl RecordingService {
                         spool: wav,
                         streams: sockets,
                     };
-                    if self.threads[t].send(Control::Start(Box::new(start))).is_err() {
+                    if self.threads[t]
+                        .send(Control::Start(Box::new(start)))
+                        .is_err()
+                    {
                         return Err(record_id);
                     }
                     lock(&self.live).insert(
@@ -483,7 +492,11 @@ impl SipApplication for RecordingService {
             // The media side could not take it: undo the dialog and refuse.
             let mut ports = lock(&self.ports);
             let _ = lock(&self.uas).end(&record_id, &mut *ports);
-            let mut r = crate::sip::registrar::reply_with_tag(req, 500, "Server Internal Error (recording could not start)");
+            let mut r = crate::sip::registrar::reply_with_tag(
+                req,
+                500,
+                "Server Internal Error (recording could not start)",
+            );
             r.headers.push(HeaderName::Other("Retry-After".into()), "5");
             let mut bytes = Vec::new();
             r.write_to(&mut bytes);

@@ -221,7 +221,7 @@ impl Uas {
         ) {
             return false;
         }
-        if user_of(&req.uri).is_some_and(|u| self.cfg.uris.iter().any(|r| *r == u)) {
+        if user_of(&req.uri).is_some_and(|u| self.cfg.uris.contains(&u)) {
             return true;
         }
         Self::key(req).is_some_and(|k| self.dialogs.contains_key(&k))
@@ -281,7 +281,12 @@ impl Uas {
         is_agent: &dyn Fn(&str) -> bool,
     ) -> Outcome {
         let Some(key) = Self::key(req) else {
-            return self.reply(req, flow, 400, "Bad Request (From tag and Call-ID required)");
+            return self.reply(
+                req,
+                flow,
+                400,
+                "Bad Request (From tag and Call-ID required)",
+            );
         };
         let Some(cseq) = header(req, &HeaderName::CSeq).and_then(|c| CSeq::parse(c).ok()) else {
             return self.reply(req, flow, 400, "Bad Request (CSeq)");
@@ -369,7 +374,11 @@ impl Uas {
         let mut ok = reply_with_tag(req, 200, "OK");
         self.decorate_ok(&mut ok, req, flow, &record_id, sdp);
         let bytes = encode(&ok, req, flow);
-        let our_to = ok.headers.get(&HeaderName::To).unwrap_or_default().to_owned();
+        let our_to = ok
+            .headers
+            .get(&HeaderName::To)
+            .unwrap_or_default()
+            .to_owned();
         let remote_target = header(req, &HeaderName::Contact)
             .and_then(|c| NameAddr::parse(c).ok())
             .map(|c| c.uri.to_string())
@@ -386,8 +395,10 @@ impl Uas {
                 retransmit_at: now.instant + T1,
                 retransmit_every: T1,
                 give_up_at: now.instant + ACK_WAIT,
-                flow: flow.clone(),
-                their_from: header(req, &HeaderName::From).unwrap_or_default().to_owned(),
+                flow: *flow,
+                their_from: header(req, &HeaderName::From)
+                    .unwrap_or_default()
+                    .to_owned(),
                 our_to,
                 remote_target,
                 ports: by_line,
@@ -432,11 +443,16 @@ impl Uas {
         };
         ok.headers.push(
             HeaderName::Contact,
-            format!("<sip:{user}@{host}:{};transport={transport}>", flow.local.port()),
+            format!(
+                "<sip:{user}@{host}:{};transport={transport}>",
+                flow.local.port()
+            ),
         );
         ok.headers.push(HeaderName::Allow, ALLOW);
-        ok.headers
-            .push(HeaderName::Other("X-Recording-Id".into()), record_id.as_str());
+        ok.headers.push(
+            HeaderName::Other("X-Recording-Id".into()),
+            record_id.as_str(),
+        );
         ok.headers.push(HeaderName::ContentType, "application/sdp");
         ok.body = sdp.into_bytes();
     }
@@ -595,7 +611,11 @@ impl Uas {
     }
 
     /// Timers: 2xx retransmissions over UDP, and dialogs whose ACK never came.
-    pub fn poll(&mut self, now: Instant, ports: &mut dyn PortSource) -> (Vec<Outgoing>, Vec<MediaAction>) {
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        ports: &mut dyn PortSource,
+    ) -> (Vec<Outgoing>, Vec<MediaAction>) {
         let mut out = Vec::new();
         let mut actions = Vec::new();
         let mut dead = Vec::new();
@@ -814,7 +834,10 @@ mod tests {
     fn header_of(bytes: &[u8], name: &str) -> Option<String> {
         let text = String::from_utf8_lossy(bytes);
         text.lines()
-            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
             .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
     }
 
@@ -853,7 +876,13 @@ mod tests {
         assert!(u.claims(&bye));
         let o = u.handle(&bye, &flow(), now, &mut p, &|_| false);
         assert_eq!(status(&o), 200);
-        assert!(matches!(&o.actions[..], [MediaAction::Stop { reason: EndReason::Bye, .. }]));
+        assert!(matches!(
+            &o.actions[..],
+            [MediaAction::Stop {
+                reason: EndReason::Bye,
+                ..
+            }]
+        ));
         assert!(p.out.is_empty(), "ports returned");
         // The dialog is gone: a second BYE is 481.
         let o = u.handle(&bye, &flow(), now, &mut p, &|_| false);
@@ -864,7 +893,13 @@ mod tests {
     fn agent_sender_goes_to_the_agent_side() {
         let mut u = uas(10);
         let mut p = pool();
-        let o = u.handle(&request("INVITE", 1, None, SDP), &flow(), Now::system(), &mut p, &|u| u == "src");
+        let o = u.handle(
+            &request("INVITE", 1, None, SDP),
+            &flow(),
+            Now::system(),
+            &mut p,
+            &|u| u == "src",
+        );
         let [MediaAction::Start { streams, meta, .. }] = &o.actions[..] else {
             panic!()
         };
@@ -878,29 +913,65 @@ mod tests {
         let mut p = pool();
         let now = Now::system();
         // Malformed SDP: 400, no dialog, no port kept.
-        let o = u.handle(&request("INVITE", 1, None, "v=0\r\nm=audio x\r\n"), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, "v=0\r\nm=audio x\r\n"),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 400);
         // No codec we record: 488.
         let g729 = SDP.replace("RTP/AVP 0 101", "RTP/AVP 18");
-        let o = u.handle(&request("INVITE", 1, None, &g729), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, &g729),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 488);
         // No body: 488 (offerless INVITE).
-        let o = u.handle(&request("INVITE", 1, None, ""), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, ""),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 488);
         assert_eq!(u.active(), 0);
         assert!(p.out.is_empty());
         // Capacity: the second concurrent recording gets 503.
-        assert_eq!(status(&u.handle(&request("INVITE", 1, None, SDP), &flow(), now, &mut p, &|_| false)), 200);
+        assert_eq!(
+            status(&u.handle(
+                &request("INVITE", 1, None, SDP),
+                &flow(),
+                now,
+                &mut p,
+                &|_| false
+            )),
+            200
+        );
         let mut other = request("INVITE", 1, None, SDP);
         other.headers.set(HeaderName::CallId, "call-2");
-        assert_eq!(status(&u.handle(&other, &flow(), now, &mut p, &|_| false)), 503);
+        assert_eq!(
+            status(&u.handle(&other, &flow(), now, &mut p, &|_| false)),
+            503
+        );
         // Unknown dialog: BYE and re-INVITE are 481.
         let mut bye = request("BYE", 5, Some("zz"), "");
         bye.headers.set(HeaderName::CallId, "nope");
-        assert_eq!(status(&u.handle(&bye, &flow(), now, &mut p, &|_| false)), 481);
+        assert_eq!(
+            status(&u.handle(&bye, &flow(), now, &mut p, &|_| false)),
+            481
+        );
         let mut re = request("INVITE", 5, Some("zz"), SDP);
         re.headers.set(HeaderName::CallId, "nope");
-        assert_eq!(status(&u.handle(&re, &flow(), now, &mut p, &|_| false)), 481);
+        assert_eq!(
+            status(&u.handle(&re, &flow(), now, &mut p, &|_| false)),
+            481
+        );
     }
 
     #[test]
@@ -908,12 +979,28 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(&request("INVITE", 1, None, SDP), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, SDP),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         let reply = o.reply.unwrap();
         let id = header_of(&reply, "X-Recording-Id").unwrap();
-        let tag = NameAddr::parse(&header_of(&reply, "To").unwrap()).unwrap().tag().unwrap().to_owned();
+        let tag = NameAddr::parse(&header_of(&reply, "To").unwrap())
+            .unwrap()
+            .tag()
+            .unwrap()
+            .to_owned();
         let pcma = SDP.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
-        let o = u.handle(&request("INVITE", 2, Some(&tag), &pcma), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 2, Some(&tag), &pcma),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 200);
         let r2 = o.reply.unwrap();
         assert_eq!(header_of(&r2, "X-Recording-Id").unwrap(), id);
@@ -941,11 +1028,17 @@ mod tests {
             HeaderName::Via,
             "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-1-INVITE;rport",
         );
-        assert_eq!(status(&u.handle(&cancel, &flow(), now, &mut p, &|_| false)), 200);
+        assert_eq!(
+            status(&u.handle(&cancel, &flow(), now, &mut p, &|_| false)),
+            200
+        );
         // Unrelated CANCEL: 481.
         let mut stray = cancel.clone();
         stray.headers.set(HeaderName::CallId, "zzz");
-        assert_eq!(status(&u.handle(&stray, &flow(), now, &mut p, &|_| false)), 481);
+        assert_eq!(
+            status(&u.handle(&stray, &flow(), now, &mut p, &|_| false)),
+            481
+        );
 
         // No ACK: 2xx at 0.5 s, 1.5 s, 3.5 s ..., then given up at 32 s with a BYE.
         let mut sent = 0;
@@ -956,10 +1049,19 @@ mod tests {
                 if o.bytes == ok {
                     sent += 1;
                 } else {
-                    assert!(String::from_utf8_lossy(&o.bytes).starts_with("BYE sip:src@127.0.0.1:5080 SIP/2.0"));
+                    assert!(String::from_utf8_lossy(&o.bytes)
+                        .starts_with("BYE sip:src@127.0.0.1:5080 SIP/2.0"));
                 }
             }
-            if actions.iter().any(|a| matches!(a, MediaAction::Stop { reason: EndReason::NoAck, .. })) {
+            if actions.iter().any(|a| {
+                matches!(
+                    a,
+                    MediaAction::Stop {
+                        reason: EndReason::NoAck,
+                        ..
+                    }
+                )
+            }) {
                 stopped = true;
             }
         }
@@ -974,13 +1076,29 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(&request("INVITE", 1, None, SDP), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, SDP),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         let reply = o.reply.unwrap();
-        let tag = NameAddr::parse(&header_of(&reply, "To").unwrap()).unwrap().tag().unwrap().to_owned();
+        let tag = NameAddr::parse(&header_of(&reply, "To").unwrap())
+            .unwrap()
+            .tag()
+            .unwrap()
+            .to_owned();
         let [MediaAction::Start { record_id, .. }] = &o.actions[..] else {
             panic!()
         };
-        u.handle(&request("ACK", 1, Some(&tag), ""), &flow(), now, &mut p, &|_| false);
+        u.handle(
+            &request("ACK", 1, Some(&tag), ""),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         let (out, _) = u.poll(now.instant + Duration::from_secs(5), &mut p);
         assert!(out.is_empty());
         let bye = u.end(record_id, &mut p).expect("BYE over UDP");

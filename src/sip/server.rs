@@ -203,7 +203,8 @@ impl SipServer {
         now: Now,
     ) -> Option<(Vec<u8>, SocketAddr)> {
         let ua = req.headers.get(&crate::sip::message::HeaderName::UserAgent);
-        let verdict = self.with_endpoint(|ep| ep.guard.check_request(flow.source.ip(), ua, now.instant));
+        let verdict =
+            self.with_endpoint(|ep| ep.guard.check_request(flow.source.ip(), ua, now.instant));
         if let crate::sip::guard::Verdict::Drop(reason) = verdict {
             let label = match reason {
                 DropReason::Banned => "banned",
