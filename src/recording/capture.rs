@@ -33,6 +33,11 @@ const BATCH: usize = 32;
 /// Largest RTP datagram kept; anything longer is truncated by the kernel and then refused by
 /// the parser (MSG_TRUNC is checked).
 const MAX_DATAGRAM: usize = 1500;
+/// Streams one session may ever open (re-INVITEs add some): the epoll token has 7 bits for it.
+const MAX_SLOTS: usize = 16;
+/// Batches taken from one socket per readiness event. epoll is level-triggered, so a socket
+/// with more waiting is reported again; one flooded port cannot starve the other sessions.
+const MAX_BATCHES_PER_EVENT: usize = 4;
 /// How often a thread writes released audio and checks timers.
 pub const TICK_MS: u64 = 20;
 
@@ -77,6 +82,9 @@ struct Session {
     recording: Recording<BufWriter<File>>,
     slots: Vec<Slot>,
     last_packet_ms: u64,
+    /// Every stream is on hold (the SRC said it sends nothing): silence is expected, so the
+    /// RTP timeout waits until a re-INVITE resumes.
+    on_hold: bool,
     /// Counters already published, so each tick adds only the difference.
     published: Counts,
 }
@@ -372,6 +380,7 @@ impl Worker {
                 return;
             }
         };
+        let on_hold = s.streams.iter().all(|(p, _, _)| !p.sending);
         let key = self.next_key;
         self.next_key += 1;
         let mut slots = Vec::new();
@@ -396,6 +405,7 @@ impl Worker {
                 recording,
                 slots,
                 last_packet_ms: now,
+                on_hold,
                 published: Counts::default(),
             },
         );
@@ -410,26 +420,36 @@ impl Worker {
         let Some(&key) = self.by_record.get(&record_id) else {
             return;
         };
-        let mut added = Vec::new();
-        let cfgs: Vec<(Channel, StreamConfig)> = streams
-            .iter()
-            .map(|(p, ch, _)| (*ch, self.stream_config(p)))
-            .collect();
+        let cfgs: Vec<StreamConfig> = streams.iter().map(|(p, _, _)| self.stream_config(p)).collect();
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        for (ch, cfg) in cfgs {
-            session.recording.reconfigure(ch, cfg);
-        }
-        for (_, channel, sockets) in streams {
-            if let Some(sockets) = sockets {
-                let i = session.slots.len();
-                added.push((sockets.rtp.as_raw_fd(), sockets.rtcp.as_raw_fd(), i));
-                session.slots.push(Slot {
-                    rtp: sockets,
-                    channel,
-                });
+        session.on_hold = streams.iter().all(|(p, _, _)| !p.sending);
+        // Resuming restarts the clock: the silence of the hold is not a timeout.
+        session.last_packet_ms = self.epoch.elapsed().as_millis() as u64;
+        let mut added = Vec::new();
+        for ((plan, channel, sockets), cfg) in streams.into_iter().zip(cfgs) {
+            match sockets {
+                // A stream already received: it keeps its socket; the side it feeds is the one
+                // reconfigured (and the slot follows the plan's side).
+                None => {
+                    if let Some(slot) = session.slots.iter_mut().find(|s| s.rtp.port == plan.port) {
+                        slot.channel = channel;
+                    }
+                }
+                Some(sockets) if session.slots.len() < MAX_SLOTS => {
+                    let i = session.slots.len();
+                    added.push((sockets.rtp.as_raw_fd(), sockets.rtcp.as_raw_fd(), i));
+                    session.slots.push(Slot {
+                        rtp: sockets,
+                        channel,
+                    });
+                }
+                Some(_) => {
+                    tracing::warn!(record_id = %record_id, "too many streams re-negotiated for one recording; the new one is not received");
+                }
             }
+            session.recording.reconfigure(channel, cfg);
         }
         for (rtp, rtcp, i) in added {
             let _ = self.add(rtp, token(key, i, false));
@@ -454,16 +474,15 @@ impl Worker {
         };
         let channel = s.channel;
         let mut lens = [(0usize, false); BATCH];
-        loop {
+        for _ in 0..MAX_BATCHES_PER_EVENT {
             let got = recv_batch(fd, &mut self.bufs, &mut lens);
             if got == 0 {
                 break;
             }
             for (i, &(len, truncated)) in lens.iter().enumerate().take(got) {
                 if rtcp {
-                    // RTCP tells us the SRC is alive; its reports are not needed for a
-                    // recording aligned by arrival and RTP timestamps.
-                    session.last_packet_ms = now;
+                    // RTCP reports are not needed for a recording aligned by arrival and RTP
+                    // timestamps; they are read only to keep the socket drained.
                     continue;
                 }
                 let Some(buf) = self.bufs.get(i) else { break };
@@ -471,8 +490,11 @@ impl Worker {
                     self.metrics.packets.with_label_values(&["refused"]).inc();
                     continue;
                 }
-                session.last_packet_ms = now;
-                let _ = session.recording.push(channel, &buf[..len], now);
+                // Only audio the stream took keeps the session alive: garbage sprayed at an
+                // open port must not hold a dead recording open.
+                if session.recording.push(channel, &buf[..len], now).is_ok() {
+                    session.last_packet_ms = now;
+                }
             }
             if got < BATCH {
                 break;
@@ -490,7 +512,7 @@ impl Worker {
                 continue;
             }
             publish(&self.metrics, s);
-            if now.saturating_sub(s.last_packet_ms) >= self.cfg.rtp_timeout_ms {
+            if !s.on_hold && now.saturating_sub(s.last_packet_ms) >= self.cfg.rtp_timeout_ms {
                 timed_out.push(key);
             }
         }
@@ -522,7 +544,7 @@ impl Worker {
         let mut lens = [(0usize, false); BATCH];
         for slot in &s.slots {
             let fd = slot.rtp.rtp.as_raw_fd();
-            loop {
+            for _ in 0..MAX_BATCHES_PER_EVENT {
                 let got = recv_batch(fd, &mut self.bufs, &mut lens);
                 for (j, &(len, truncated)) in lens.iter().enumerate().take(got) {
                     if !truncated {

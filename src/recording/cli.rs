@@ -112,6 +112,14 @@ fn spool_backlog(dir: &Path) -> anyhow::Result<(Vec<PathBuf>, usize)> {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "wav") && p.is_file() {
             if p.with_extension("json").is_file() {
+                // A recording still being written (the daemon is running), or one a crash
+                // cut (the daemon repairs and indexes those when it starts): not ours to touch.
+                let live = TranscodeJob::from_sidecar(&p)
+                    .is_ok_and(|j| j.meta.status == super::store::RecordingStatus::Recording);
+                if live {
+                    skipped += 1;
+                    continue;
+                }
                 wavs.push(p);
             } else {
                 skipped += 1;
@@ -173,7 +181,7 @@ pub fn transcode_backlog(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             let r = match &item {
-                Work::Spool(wav) => TranscodeJob::prepare(wav)
+                Work::Spool(wav) => TranscodeJob::from_sidecar(wav)
                     .and_then(|job| cfg.run(&mut store, &job, now))
                     .map(|s| s.frames),
                 Work::AddFormat(id) => add_format
@@ -299,7 +307,7 @@ pub fn run_transcode(mut args: TranscodeArgs) -> anyhow::Result<()> {
         &mut tick,
     )?;
     eprintln!(
-        "{}transcoded {} of {} files ({} failed, {} spool WAVs without sidecar skipped): {:.1} s of audio in {:.2} s, {:.0}× real-time ({:.0}× per job, {} jobs)",
+        "{}transcoded {} of {} files ({} failed, {} spool WAVs without sidecar or still recording skipped): {:.1} s of audio in {:.2} s, {:.0}× real-time ({:.0}× per job, {} jobs)",
         if quiet { "" } else { "\n" },
         r.done - r.failed,
         r.total,

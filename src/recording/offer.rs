@@ -31,6 +31,8 @@ pub struct StreamPlan {
     pub payload_types: Vec<(u8, Codec)>,
     pub dtmf_pt: Option<u8>,
     pub label: Option<String>,
+    /// Whether the SRC says it sends on this stream (false on hold: `a=inactive`/`recvonly`).
+    pub sending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -223,6 +225,7 @@ impl ParsedOffer {
                 payload_types: s.codec_pt.clone(),
                 dtmf_pt: s.dtmf_pt,
                 label: s.label.clone(),
+                sending: s.direction != sdp::Direction::Inactive,
             })
             .collect();
         Ok((a.sdp, plans, meta))

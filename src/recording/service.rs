@@ -70,13 +70,19 @@ pub struct RecordingService {
     live: Mutex<std::collections::HashMap<RecordId, Live>>,
     reports: Mutex<Receiver<Report>>,
     spool: PathBuf,
-    pool: TranscodePool,
     is_agent: Box<dyn Fn(&str) -> bool + Send + Sync>,
     events: broadcast::Sender<RecordingEvent>,
     pub metrics: Arc<RecordingMetrics>,
     /// Outgoing SIP (2xx retransmissions, our BYEs) waiting for the tick to send them.
     outgoing: Mutex<Vec<Outgoing>>,
     next_thread: std::sync::atomic::AtomicUsize,
+    /// The receiver made before start-up recovery, so the `Ready` events of recovered
+    /// recordings reach the first subscriber (the CDR link) instead of nobody.
+    first_receiver: Mutex<Option<broadcast::Receiver<RecordingEvent>>>,
+    /// Spool jobs handed to the pool and not yet done: the periodic spool scan skips them.
+    queued: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// `None` once shut down.
+    pool: Mutex<Option<TranscodePool>>,
 }
 
 impl RecordingService {
@@ -101,6 +107,9 @@ impl RecordingService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("recording.formats: {e}"))?;
         let done_events = events.clone();
+        let first_receiver = events.subscribe();
+        let queued: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
+        let done_queued = Arc::clone(&queued);
         let pool = TranscodePool::start(
             TranscodeConfig {
                 recordings_dir: recordings_dir(state_dir),
@@ -114,6 +123,7 @@ impl RecordingService {
             TranscodeMetrics::new(registry),
             Arc::new(move |outcome| match outcome {
                 TranscodeOutcome::Stored(s) => {
+                    lock(&done_queued).remove(&s.meta.record_id);
                     let m = &s.meta;
                     let _ = done_events.send(RecordingEvent::Ready {
                         record_id: m.record_id.clone(),
@@ -127,6 +137,7 @@ impl RecordingService {
                     error,
                     permanent,
                 } => {
+                    lock(&done_queued).remove(&job.meta.record_id);
                     tracing::error!(record_id = %job.meta.record_id, error = %error, permanent, "storing a recording failed; it stays in the spool");
                 }
             }),
@@ -171,29 +182,52 @@ impl RecordingService {
             live: Mutex::new(Default::default()),
             reports: Mutex::new(report_rx),
             spool,
-            pool,
+            pool: Mutex::new(Some(pool)),
+            first_receiver: Mutex::new(Some(first_receiver)),
+            queued,
             is_agent,
             events,
             metrics,
             outgoing: Mutex::new(Vec::new()),
             next_thread: Default::default(),
         });
-        svc.recover();
+        svc.scan_spool(true);
         Ok(svc)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RecordingEvent> {
-        self.events.subscribe()
+        lock(&self.first_receiver)
+            .take()
+            .unwrap_or_else(|| self.events.subscribe())
+    }
+
+    /// Hands a job to the pool; `false` when it stays in the spool for the next scan.
+    fn submit(&self, job: TranscodeJob) -> bool {
+        let id = job.meta.record_id.clone();
+        let pool = lock(&self.pool);
+        let Some(pool) = pool.as_ref() else {
+            return false;
+        };
+        // Marked before the hand-off: a fast worker's completion must find it to remove.
+        lock(&self.queued).insert(id.clone());
+        match pool.submit(job) {
+            Ok(()) => true,
+            Err(_) => {
+                lock(&self.queued).remove(&id);
+                false
+            }
+        }
     }
 
     pub fn active(&self) -> usize {
         lock(&self.live).len()
     }
 
-    /// Start-up: every WAV in the spool is a recording that never reached the index. Those
-    /// cut by a crash get their header repaired and are indexed as partial; finished ones
-    /// (crash between finalize and transcode) go to the pool as they are. Nothing is dropped.
-    fn recover(&self) {
+    /// Every WAV in the spool with a sidecar is a recording that has not reached the index.
+    /// At start-up, those a crash cut are repaired and indexed as partial, finished ones go
+    /// to the pool as they are. Later scans (every minute) pick up what a full queue or a
+    /// failed job left, skipping live and queued recordings. Nothing is dropped.
+    fn scan_spool(&self, startup: bool) {
         let Ok(dir) = std::fs::read_dir(&self.spool) else {
             return;
         };
@@ -204,23 +238,40 @@ impl RecordingService {
                 continue;
             }
             let wav = path.with_extension("wav");
+            let Some(id) = wav.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if lock(&self.queued).contains(&id)
+                || lock(&self.live).contains_key(&RecordId::from_stored(id.clone()))
+            {
+                continue;
+            }
+            if !startup {
+                // A sidecar still saying `recording` belongs to a live recording being set
+                // up, never to one this process lost: only a start-up repairs those.
+                match TranscodeJob::from_sidecar(&wav) {
+                    Ok(j) if j.meta.status == RecordingStatus::Recording => continue,
+                    Ok(_) => {}
+                    Err(_) => continue,
+                }
+            }
             let job = match TranscodeJob::prepare(&wav) {
                 Ok(j) => j,
                 Err(e) => {
-                    tracing::error!(path = %wav.display(), error = %e, "a recording left in the spool cannot be recovered now; it stays there");
+                    if startup {
+                        tracing::error!(path = %wav.display(), error = %e, "a recording left in the spool cannot be recovered now; it stays there");
+                    }
                     continue;
                 }
             };
-            if self.pool.submit(job).is_err() {
-                tracing::warn!(
-                    "transcoding queue full during recovery; the rest waits for the next start"
-                );
+            if !self.submit(job) {
+                tracing::warn!("transcoding queue full; the rest of the spool waits for the next scan");
                 break;
             }
             n += 1;
         }
         if n > 0 {
-            tracing::info!(recordings = n, "spool recovered at start-up");
+            tracing::info!(recordings = n, startup, "spool recordings queued for storing");
         }
     }
 
@@ -242,9 +293,23 @@ impl RecordingService {
                     started_ms,
                 } => {
                     let wav = self.spool.join(format!("{record_id}.wav"));
-                    let mut refs = meta.call_refs.clone();
-                    refs.extend(call_refs.iter().cloned());
-                    refs.dedup();
+                    // What a CDR leg may carry: the softswitch's uuid (X-Call-UUID), the SIPREC
+                    // session ids (RFC 7989 Session-ID: local and remote uuid), and the
+                    // recording session's own Call-ID (a FreeSWITCH fork's leg has it as its
+                    // sip_call_id).
+                    let mut refs: Vec<String> = Vec::new();
+                    for r in meta
+                        .call_refs
+                        .iter()
+                        .chain(call_refs)
+                        .chain(std::iter::once(&call_id))
+                    {
+                        for part in session_id_parts(r) {
+                            if !refs.contains(&part) {
+                                refs.push(part);
+                            }
+                        }
+                    }
                     let sidecar = self.sidecar(&record_id, &call_id, &meta, &refs, started_ms);
                     if let Err(e) = sidecar.write_sidecar(&wav.with_extension("json")) {
                         tracing::error!(record_id = %record_id, error = %e, "cannot write the recording sidecar; refusing the recording");
@@ -363,10 +428,17 @@ impl RecordingService {
     pub async fn run(self: Arc<Self>, sip: Arc<SipServer>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+            }
+            ticks += 1;
+            if ticks % 1_200 == 0 {
+                // Once a minute: what a full queue or a failed job left in the spool.
+                let me = Arc::clone(&self);
+                let _ = tokio::task::spawn_blocking(move || me.scan_spool(false)).await;
             }
             let now = Now::system();
             let (mut out, actions) = {
@@ -389,11 +461,32 @@ impl RecordingService {
                 }
             }
         }
-        // Shutdown: every live recording is finalized (and indexed next start if the pool
-        // cannot finish it now).
+        // Shutdown: every live recording is finalized and its SRC told (BYE); the files are
+        // handed to the pool, which gets a few seconds to store them. Whatever is not stored
+        // by then stays in the spool with its sidecar and is stored at the next start.
         let ids = lock(&self.uas).record_ids();
+        let mut out = Vec::new();
         for id in ids {
-            self.stop(id, EndReason::Shutdown);
+            self.stop(id.clone(), EndReason::Shutdown);
+            let mut ports = lock(&self.ports);
+            out.extend(lock(&self.uas).end(&id, &mut *ports));
+        }
+        for o in out {
+            if let Some(sock) = sip.udp_socket(o.from) {
+                let _ = sock.send_to(&o.bytes, o.to).await;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !lock(&self.live).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.drain_reports(&mut Vec::new());
+        }
+        let pool = lock(&self.pool).take();
+        if let Some(pool) = pool {
+            let joined = tokio::task::spawn_blocking(move || pool.shutdown());
+            if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
+                tracing::warn!("transcoding still busy at shutdown; the rest is stored at the next start");
+            }
         }
     }
 
@@ -409,7 +502,9 @@ impl RecordingService {
             result,
         } in reports
         {
-            if reason == EndReason::RtpTimeout {
+            // The media side ended it (RTP timeout, a write error): end the dialog too and
+            // tell the SRC. After a BYE the dialog is already gone and this does nothing.
+            {
                 let mut ports = lock(&self.ports);
                 if let Some(bye) = lock(&self.uas).end(&record_id, &mut *ports) {
                     out.push(bye);
@@ -450,15 +545,11 @@ impl RecordingService {
                 tracing::error!(record_id = %record_id, error = %e, "cannot complete the sidecar; the next start-up indexes the recording");
                 continue;
             }
-            if self
-                .pool
-                .submit(TranscodeJob {
-                    spool_wav: spool,
-                    meta,
-                })
-                .is_err()
-            {
-                tracing::warn!(record_id = %record_id, "transcoding queue full; the recording stays in the spool until the next start-up or `gridedge transcode`");
+            if !self.submit(TranscodeJob {
+                spool_wav: spool,
+                meta,
+            }) {
+                tracing::warn!(record_id = %record_id, "transcoding queue full; the recording stays in the spool for the next scan");
             }
         }
     }
@@ -467,6 +558,10 @@ impl RecordingService {
 impl SipApplication for RecordingService {
     fn claims(&self, req: &Request) -> bool {
         lock(&self.uas).claims(req)
+    }
+
+    fn in_dialog(&self, req: &Request) -> bool {
+        lock(&self.uas).in_dialog(req)
     }
 
     fn handle(&self, req: &Request, flow: &Flow, now: Now) -> Option<(Vec<u8>, u16)> {
@@ -506,6 +601,25 @@ impl SipApplication for RecordingService {
     }
 }
 
+/// `ab30317f1a784dc48ff824d0d3715d86;remote=47755a9de7794ba387653f2099600ef2` → both
+/// uuids; anything else as it is.
+fn session_id_parts(r: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut parts = r.split(';');
+    if let Some(first) = parts.next().map(str::trim).filter(|s| !s.is_empty()) {
+        out.push(first.to_owned());
+    }
+    for p in parts {
+        if let Some(v) = p.trim().strip_prefix("remote=") {
+            // RFC 7989's null uuid means "not known yet".
+            if !v.is_empty() && v.bytes().any(|b| b != b'0') {
+                out.push(v.to_owned());
+            }
+        }
+    }
+    out
+}
+
 pub fn recordings_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("recordings")
 }
@@ -516,4 +630,23 @@ pub fn spool_dir(state_dir: &Path) -> PathBuf {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_split_into_their_uuids() {
+        assert_eq!(
+            session_id_parts("ab30317f1a784dc48ff824d0d3715d86;remote=47755a9de7794ba387653f2099600ef2"),
+            vec!["ab30317f1a784dc48ff824d0d3715d86", "47755a9de7794ba387653f2099600ef2"]
+        );
+        assert_eq!(
+            session_id_parts("ab30;remote=00000000000000000000000000000000"),
+            vec!["ab30"]
+        );
+        assert_eq!(session_id_parts("call-1@host"), vec!["call-1@host"]);
+        assert!(session_id_parts("").is_empty());
+    }
 }

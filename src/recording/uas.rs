@@ -21,7 +21,7 @@ use crate::sip::location::{Flow, Transport};
 use crate::sip::message::{HeaderName, Method, Request, Response};
 use crate::sip::registrar::reply_with_tag;
 
-use super::offer::{OfferError, ParsedOffer, SessionMeta, StreamPlan};
+use super::offer::{OfferError, ParsedOffer, Role, SessionMeta, StreamPlan};
 
 /// RFC 3261 timers for the 2xx retransmission: start at T1, double up to T2, give up at 64·T1.
 const T1: Duration = Duration::from_millis(500);
@@ -153,6 +153,9 @@ struct Dialog {
     remote_target: String,
     /// Ports in use, by m= line index (0 where refused).
     ports: Vec<u16>,
+    /// The side each line was put on by the first INVITE: a re-INVITE (hold, codec change)
+    /// must not move a stream to the other channel.
+    roles: Vec<Option<Role>>,
     sdp_version: u64,
     session_id: u64,
     our_cseq: u32,
@@ -169,6 +172,9 @@ pub struct UasConfig {
 pub struct Uas {
     cfg: UasConfig,
     dialogs: HashMap<DialogKey, Dialog>,
+    /// Dialogs ended in the last 32 s: a UDP INVITE retransmission that crossed our 200 and
+    /// arrives after a quick BYE must not start a second recording. Bounded.
+    ended: std::collections::VecDeque<(Instant, DialogKey)>,
     /// Record id → dialog, for stops decided by the media side.
     by_record: HashMap<RecordId, DialogKey>,
     rng: u64,
@@ -194,6 +200,7 @@ impl Uas {
         Uas {
             cfg,
             dialogs: HashMap::new(),
+            ended: std::collections::VecDeque::new(),
             by_record: HashMap::new(),
             rng: seed | 1,
         }
@@ -249,12 +256,17 @@ impl Uas {
         match req.method {
             Method::Invite => self.invite(req, flow, now, ports, is_agent),
             Method::Ack => {
+                // Only the ACK of the latest INVITE stops its 2xx: a late ACK of an earlier
+                // one must not silence a re-INVITE's answer.
+                let seq = header(req, &HeaderName::CSeq).and_then(|c| CSeq::parse(c).ok());
                 if let Some(d) = Self::key(req).and_then(|k| self.dialogs.get_mut(&k)) {
-                    d.acked = true;
+                    if seq.is_some_and(|c| c.seq == d.invite_cseq) {
+                        d.acked = true;
+                    }
                 }
                 Outcome::default()
             }
-            Method::Bye => self.bye(req, flow, ports),
+            Method::Bye => self.bye(req, flow, now, ports),
             Method::Cancel => self.cancel(req, flow),
             _ => Outcome::default(),
         }
@@ -310,6 +322,16 @@ impl Uas {
         }
         if to_tagged {
             return self.reply(req, flow, 481, "Call/Transaction Does Not Exist");
+        }
+        while self
+            .ended
+            .front()
+            .is_some_and(|(at, _)| now.instant.saturating_duration_since(*at) > ACK_WAIT)
+        {
+            self.ended.pop_front();
+        }
+        if self.ended.iter().any(|(_, k)| *k == key) {
+            return self.reply(req, flow, 481, "Call/Transaction Does Not Exist (already ended)");
         }
         if self.dialogs.len() >= self.cfg.max_concurrent {
             let mut r = reply_with_tag(req, 503, "Service Unavailable (recording capacity)");
@@ -401,6 +423,7 @@ impl Uas {
                     .to_owned(),
                 our_to,
                 remote_target,
+                roles: line_roles(&streams, by_line.len()),
                 ports: by_line,
                 sdp_version: 1,
                 session_id,
@@ -437,10 +460,7 @@ impl Uas {
             Transport::Ws => "ws",
             Transport::Wss => "wss",
         };
-        let host = match flow.local.ip() {
-            IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
+        let host = host_text(self.advertised(flow));
         ok.headers.push(
             HeaderName::Contact,
             format!(
@@ -455,6 +475,21 @@ impl Uas {
         );
         ok.headers.push(HeaderName::ContentType, "application/sdp");
         ok.body = sdp.into_bytes();
+    }
+
+    /// The address the SRC can reach us at: the listener's, unless it is bound to a wildcard
+    /// (`0.0.0.0:5060` in production), then the media address.
+    fn advertised(&self, flow: &Flow) -> IpAddr {
+        if flow.local.ip().is_unspecified() {
+            self.cfg.media_ip
+        } else {
+            flow.local.ip()
+        }
+    }
+
+    /// Whether the request belongs to a dialog of ours (ACK, BYE, re-INVITE, CANCEL).
+    pub fn in_dialog(&self, req: &Request) -> bool {
+        Self::key(req).is_some_and(|k| self.dialogs.contains_key(&k))
     }
 
     fn refuse(&self, req: &Request, flow: &Flow, e: &OfferError) -> Outcome {
@@ -506,6 +541,14 @@ impl Uas {
         };
         // Keep every stream on its port; only lines that are new get one.
         let mut by_line = d.ports.clone();
+        // RFC 3264 §8 forbids removing m= lines; an SRC that does anyway gets the ports of
+        // the lines it cut returned here, or they would never be.
+        let cut: Vec<u16> = by_line
+            .iter()
+            .skip(offer.line_count())
+            .copied()
+            .filter(|&p| p != 0)
+            .collect();
         by_line.resize(offer.line_count(), 0);
         let wanted = offer.wanted_streams();
         let need: Vec<usize> = wanted
@@ -548,7 +591,7 @@ impl Uas {
             from_user.as_deref(),
             &|_| false,
         );
-        let (sdp, streams, _meta) = match answered {
+        let (sdp, mut streams, _meta) = match answered {
             Ok(x) => x,
             Err(e) => {
                 ports.give_back(&fresh);
@@ -556,6 +599,15 @@ impl Uas {
             }
         };
         ports.give_back(&dropped);
+        ports.give_back(&cut);
+        let mut roles = d.roles.clone();
+        roles.resize(by_line.len(), None);
+        for s in &mut streams {
+            match roles.get(s.line).copied().flatten() {
+                Some(kept) => s.role = kept,
+                None => roles[s.line] = Some(s.role),
+            }
+        }
         let record_id = d.record_id.clone();
         // The dialog's To tag must stay the one of the first 2xx: reply_with_tag keeps a
         // present tag, and a re-INVITE carries ours.
@@ -572,6 +624,7 @@ impl Uas {
         d.give_up_at = now.instant + ACK_WAIT;
         d.sdp_version = version;
         d.ports = by_line;
+        d.roles = roles;
         Outcome {
             reply: Some(bytes),
             status: Some(200),
@@ -579,13 +632,20 @@ impl Uas {
         }
     }
 
-    fn bye(&mut self, req: &Request, flow: &Flow, ports: &mut dyn PortSource) -> Outcome {
+    fn bye(
+        &mut self,
+        req: &Request,
+        flow: &Flow,
+        now: Now,
+        ports: &mut dyn PortSource,
+    ) -> Outcome {
         let Some(key) = Self::key(req) else {
             return self.reply(req, flow, 481, "Call/Transaction Does Not Exist");
         };
         let Some(d) = self.dialogs.remove(&key) else {
             return self.reply(req, flow, 481, "Call/Transaction Does Not Exist");
         };
+        self.remember_ended(key, now.instant);
         self.by_record.remove(&d.record_id);
         ports.give_back(&live_ports(&d.ports));
         let mut out = self.reply(req, flow, 200, "OK");
@@ -594,6 +654,13 @@ impl Uas {
             reason: EndReason::Bye,
         });
         out
+    }
+
+    fn remember_ended(&mut self, key: DialogKey, at: Instant) {
+        if self.ended.len() >= 16_384 {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((at, key));
     }
 
     fn cancel(&mut self, req: &Request, flow: &Flow) -> Outcome {
@@ -640,6 +707,7 @@ impl Uas {
         }
         for key in dead {
             if let Some(d) = self.dialogs.remove(&key) {
+                self.remember_ended(key.clone(), now);
                 self.by_record.remove(&d.record_id);
                 ports.give_back(&live_ports(&d.ports));
                 // RFC 3261 §13.3.1.4: no ACK within 64·T1 — confirm and end it with a BYE.
@@ -670,6 +738,7 @@ impl Uas {
         }
         let branch = self.random();
         let local = d.flow.local;
+        let via_host = host_text(self.advertised(&d.flow));
         let mut req = Request {
             method: Method::Bye,
             uri: d.remote_target.clone(),
@@ -678,7 +747,10 @@ impl Uas {
         };
         req.headers.push(
             HeaderName::Via,
-            format!("SIP/2.0/UDP {local};branch=z9hG4bK{branch:016x};rport"),
+            format!(
+                "SIP/2.0/UDP {via_host}:{};branch=z9hG4bK{branch:016x};rport",
+                local.port()
+            ),
         );
         req.headers.push(HeaderName::MaxForwards, "70");
         req.headers.push(HeaderName::From, d.our_to.clone());
@@ -700,6 +772,23 @@ impl Uas {
     pub fn record_ids(&self) -> Vec<RecordId> {
         self.by_record.keys().cloned().collect()
     }
+}
+
+fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
+}
+
+fn line_roles(streams: &[StreamPlan], lines: usize) -> Vec<Option<Role>> {
+    let mut roles = vec![None; lines];
+    for s in streams {
+        if let Some(r) = roles.get_mut(s.line) {
+            *r = Some(s.role);
+        }
+    }
+    roles
 }
 
 fn live_ports(p: &[u16]) -> Vec<u16> {
@@ -1118,5 +1207,70 @@ mod tests {
         let mut reg = request("INVITE", 1, None, "");
         reg.method = Method::Register;
         assert!(!u.claims(&reg));
+    }
+
+    // ---- found in review ----
+    const SDP2: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\na=sendonly\r\nm=audio 7002 RTP/AVP 0\r\na=sendonly\r\n";
+
+    fn to_tag(reply: &[u8]) -> String {
+        NameAddr::parse(&header_of(reply, "To").unwrap()).unwrap().tag().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_reinvite_that_drops_m_lines_returns_their_ports() {
+        let mut u = uas(10);
+        let mut p = pool();
+        let now = Now::system();
+        let o = u.handle(&request("INVITE", 1, None, SDP2), &flow(), now, &mut p, &|_| false);
+        assert_eq!(status(&o), 200);
+        assert_eq!(p.out.len(), 2);
+        let tag = to_tag(&o.reply.unwrap());
+        // The SRC drops the second stream by leaving its m= line out (not RFC 3264, but seen).
+        let o = u.handle(&request("INVITE", 2, Some(&tag), SDP), &flow(), now, &mut p, &|_| false);
+        assert_eq!(status(&o), 200);
+        let o = u.handle(&request("BYE", 3, Some(&tag), ""), &flow(), now, &mut p, &|_| false);
+        assert_eq!(status(&o), 200);
+        assert_eq!(u.active(), 0);
+        assert!(p.out.is_empty(), "ports still marked in use after BYE: {:?}", p.out);
+    }
+
+    #[test]
+    fn a_reinvite_keeps_each_stream_on_its_side() {
+        let mut u = uas(10);
+        let mut p = pool();
+        let now = Now::system();
+        let o = u.handle(&request("INVITE", 1, None, SDP), &flow(), now, &mut p, &|u| u == "src");
+        let [MediaAction::Start { streams, .. }] = &o.actions[..] else { panic!() };
+        assert_eq!(streams[0].role, super::super::offer::Role::Agent);
+        let tag = to_tag(&o.reply.unwrap());
+        let pcma = SDP.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
+        let o = u.handle(&request("INVITE", 2, Some(&tag), &pcma), &flow(), now, &mut p, &|u| u == "src");
+        let [MediaAction::Update { streams, .. }] = &o.actions[..] else { panic!() };
+        assert_eq!(streams[0].role, super::super::offer::Role::Agent, "re-INVITE moved the agent's stream to the customer side");
+    }
+
+    #[test]
+    fn a_wildcard_listener_advertises_the_media_address() {
+        let mut u = uas(10);
+        let mut p = pool();
+        let mut f = flow();
+        f.local = "0.0.0.0:5060".parse().unwrap();
+        let o = u.handle(&request("INVITE", 1, None, SDP), &f, Now::system(), &mut p, &|_| false);
+        let c = header_of(&o.reply.unwrap(), "Contact").unwrap();
+        assert!(!c.contains("0.0.0.0"), "unroutable Contact: {c}");
+    }
+
+    #[test]
+    fn an_invite_retransmission_after_the_bye_starts_nothing() {
+        // UDP: the INVITE retransmission that crossed our 200 arrives after a quick BYE.
+        let mut u = uas(10);
+        let mut p = pool();
+        let now = Now::system();
+        let inv = request("INVITE", 1, None, SDP);
+        let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        let tag = to_tag(&o.reply.unwrap());
+        u.handle(&request("BYE", 2, Some(&tag), ""), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        assert!(o.actions.is_empty(), "a stale retransmission started {:?}", o.actions);
     }
 }

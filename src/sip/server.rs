@@ -59,6 +59,10 @@ impl PersistQueue {
 /// are its own (by Request-URI or dialog) and answers them itself, under its own lock.
 pub trait SipApplication: Send + Sync {
     fn claims(&self, req: &crate::sip::message::Request) -> bool;
+    /// Whether the request belongs to one of the application's dialogs (ACK, BYE,
+    /// re-INVITE): those are not counted by the flood guard, so a busy recording client is
+    /// not banned for ending its own calls.
+    fn in_dialog(&self, req: &crate::sip::message::Request) -> bool;
     /// The reply to send on the same flow, if any.
     fn handle(
         &self,
