@@ -420,7 +420,10 @@ impl Worker {
         let Some(&key) = self.by_record.get(&record_id) else {
             return;
         };
-        let cfgs: Vec<StreamConfig> = streams.iter().map(|(p, _, _)| self.stream_config(p)).collect();
+        let cfgs: Vec<StreamConfig> = streams
+            .iter()
+            .map(|(p, _, _)| self.stream_config(p))
+            .collect();
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };

@@ -265,13 +265,19 @@ impl RecordingService {
                 }
             };
             if !self.submit(job) {
-                tracing::warn!("transcoding queue full; the rest of the spool waits for the next scan");
+                tracing::warn!(
+                    "transcoding queue full; the rest of the spool waits for the next scan"
+                );
                 break;
             }
             n += 1;
         }
         if n > 0 {
-            tracing::info!(recordings = n, startup, "spool recordings queued for storing");
+            tracing::info!(
+                recordings = n,
+                startup,
+                "spool recordings queued for storing"
+            );
         }
     }
 
@@ -484,8 +490,13 @@ impl RecordingService {
         let pool = lock(&self.pool).take();
         if let Some(pool) = pool {
             let joined = tokio::task::spawn_blocking(move || pool.shutdown());
-            if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
-                tracing::warn!("transcoding still busy at shutdown; the rest is stored at the next start");
+            if tokio::time::timeout(Duration::from_secs(5), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "transcoding still busy at shutdown; the rest is stored at the next start"
+                );
             }
         }
     }
@@ -639,8 +650,13 @@ mod tests {
     #[test]
     fn session_ids_split_into_their_uuids() {
         assert_eq!(
-            session_id_parts("ab30317f1a784dc48ff824d0d3715d86;remote=47755a9de7794ba387653f2099600ef2"),
-            vec!["ab30317f1a784dc48ff824d0d3715d86", "47755a9de7794ba387653f2099600ef2"]
+            session_id_parts(
+                "ab30317f1a784dc48ff824d0d3715d86;remote=47755a9de7794ba387653f2099600ef2"
+            ),
+            vec![
+                "ab30317f1a784dc48ff824d0d3715d86",
+                "47755a9de7794ba387653f2099600ef2"
+            ]
         );
         assert_eq!(
             session_id_parts("ab30;remote=00000000000000000000000000000000"),

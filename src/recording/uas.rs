@@ -331,7 +331,12 @@ impl Uas {
             self.ended.pop_front();
         }
         if self.ended.iter().any(|(_, k)| *k == key) {
-            return self.reply(req, flow, 481, "Call/Transaction Does Not Exist (already ended)");
+            return self.reply(
+                req,
+                flow,
+                481,
+                "Call/Transaction Does Not Exist (already ended)",
+            );
         }
         if self.dialogs.len() >= self.cfg.max_concurrent {
             let mut r = reply_with_tag(req, 503, "Service Unavailable (recording capacity)");
@@ -632,13 +637,7 @@ impl Uas {
         }
     }
 
-    fn bye(
-        &mut self,
-        req: &Request,
-        flow: &Flow,
-        now: Now,
-        ports: &mut dyn PortSource,
-    ) -> Outcome {
+    fn bye(&mut self, req: &Request, flow: &Flow, now: Now, ports: &mut dyn PortSource) -> Outcome {
         let Some(key) = Self::key(req) else {
             return self.reply(req, flow, 481, "Call/Transaction Does Not Exist");
         };
@@ -1213,7 +1212,11 @@ mod tests {
     const SDP2: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\na=sendonly\r\nm=audio 7002 RTP/AVP 0\r\na=sendonly\r\n";
 
     fn to_tag(reply: &[u8]) -> String {
-        NameAddr::parse(&header_of(reply, "To").unwrap()).unwrap().tag().unwrap().to_owned()
+        NameAddr::parse(&header_of(reply, "To").unwrap())
+            .unwrap()
+            .tag()
+            .unwrap()
+            .to_owned()
     }
 
     #[test]
@@ -1221,17 +1224,39 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(&request("INVITE", 1, None, SDP2), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, SDP2),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 200);
         assert_eq!(p.out.len(), 2);
         let tag = to_tag(&o.reply.unwrap());
         // The SRC drops the second stream by leaving its m= line out (not RFC 3264, but seen).
-        let o = u.handle(&request("INVITE", 2, Some(&tag), SDP), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 2, Some(&tag), SDP),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 200);
-        let o = u.handle(&request("BYE", 3, Some(&tag), ""), &flow(), now, &mut p, &|_| false);
+        let o = u.handle(
+            &request("BYE", 3, Some(&tag), ""),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         assert_eq!(status(&o), 200);
         assert_eq!(u.active(), 0);
-        assert!(p.out.is_empty(), "ports still marked in use after BYE: {:?}", p.out);
+        assert!(
+            p.out.is_empty(),
+            "ports still marked in use after BYE: {:?}",
+            p.out
+        );
     }
 
     #[test]
@@ -1239,14 +1264,34 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(&request("INVITE", 1, None, SDP), &flow(), now, &mut p, &|u| u == "src");
-        let [MediaAction::Start { streams, .. }] = &o.actions[..] else { panic!() };
+        let o = u.handle(
+            &request("INVITE", 1, None, SDP),
+            &flow(),
+            now,
+            &mut p,
+            &|u| u == "src",
+        );
+        let [MediaAction::Start { streams, .. }] = &o.actions[..] else {
+            panic!()
+        };
         assert_eq!(streams[0].role, super::super::offer::Role::Agent);
         let tag = to_tag(&o.reply.unwrap());
         let pcma = SDP.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
-        let o = u.handle(&request("INVITE", 2, Some(&tag), &pcma), &flow(), now, &mut p, &|u| u == "src");
-        let [MediaAction::Update { streams, .. }] = &o.actions[..] else { panic!() };
-        assert_eq!(streams[0].role, super::super::offer::Role::Agent, "re-INVITE moved the agent's stream to the customer side");
+        let o = u.handle(
+            &request("INVITE", 2, Some(&tag), &pcma),
+            &flow(),
+            now,
+            &mut p,
+            &|u| u == "src",
+        );
+        let [MediaAction::Update { streams, .. }] = &o.actions[..] else {
+            panic!()
+        };
+        assert_eq!(
+            streams[0].role,
+            super::super::offer::Role::Agent,
+            "re-INVITE moved the agent's stream to the customer side"
+        );
     }
 
     #[test]
@@ -1255,7 +1300,13 @@ mod tests {
         let mut p = pool();
         let mut f = flow();
         f.local = "0.0.0.0:5060".parse().unwrap();
-        let o = u.handle(&request("INVITE", 1, None, SDP), &f, Now::system(), &mut p, &|_| false);
+        let o = u.handle(
+            &request("INVITE", 1, None, SDP),
+            &f,
+            Now::system(),
+            &mut p,
+            &|_| false,
+        );
         let c = header_of(&o.reply.unwrap(), "Contact").unwrap();
         assert!(!c.contains("0.0.0.0"), "unroutable Contact: {c}");
     }
@@ -1269,8 +1320,18 @@ mod tests {
         let inv = request("INVITE", 1, None, SDP);
         let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
         let tag = to_tag(&o.reply.unwrap());
-        u.handle(&request("BYE", 2, Some(&tag), ""), &flow(), now, &mut p, &|_| false);
+        u.handle(
+            &request("BYE", 2, Some(&tag), ""),
+            &flow(),
+            now,
+            &mut p,
+            &|_| false,
+        );
         let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
-        assert!(o.actions.is_empty(), "a stale retransmission started {:?}", o.actions);
+        assert!(
+            o.actions.is_empty(),
+            "a stale retransmission started {:?}",
+            o.actions
+        );
     }
 }
