@@ -76,6 +76,13 @@ impl RecordingConfig {
                 Err((key, format!("must be between {lo} and {hi}")))
             }
         };
+        if self.media_ip.is_unspecified() {
+            // The SDP answer names this address; 0.0.0.0 there means "hold" (RFC 2543).
+            return Err((
+                "recording.media_ip",
+                "must be a concrete address the recording clients can reach".into(),
+            ));
+        }
         if self.uris.is_empty() {
             return Err(("recording.uris", "must name at least one user part".into()));
         }
@@ -129,6 +136,9 @@ impl RecordingConfig {
         )?;
         if self.formats.is_empty() {
             return Err(("recording.formats", "must name at least one output".into()));
+        }
+        for f in &self.formats {
+            super::transcode::Format::parse(f).map_err(|e| ("recording.formats", e))?;
         }
         Ok(())
     }
@@ -189,7 +199,21 @@ mod tests {
             ),
             (
                 RecordingConfig {
+                    media_ip: "0.0.0.0".parse().unwrap(),
+                    ..Default::default()
+                },
+                "recording.media_ip",
+            ),
+            (
+                RecordingConfig {
                     formats: vec![],
+                    ..Default::default()
+                },
+                "recording.formats",
+            ),
+            (
+                RecordingConfig {
+                    formats: vec!["wav".into(), "mp3".into()],
                     ..Default::default()
                 },
                 "recording.formats",

@@ -83,6 +83,7 @@ pub struct RecordingService {
     queued: Arc<Mutex<std::collections::HashSet<String>>>,
     /// `None` once shut down.
     pool: Mutex<Option<TranscodePool>>,
+    pending_stops: Mutex<Vec<(usize, Control)>>,
 }
 
 impl RecordingService {
@@ -185,6 +186,7 @@ impl RecordingService {
             pool: Mutex::new(Some(pool)),
             first_receiver: Mutex::new(Some(first_receiver)),
             queued,
+            pending_stops: Mutex::new(Vec::new()),
             is_agent,
             events,
             metrics,
@@ -385,18 +387,22 @@ impl RecordingService {
         let Some(t) = lock(&self.live).get(&record_id).map(|l| l.thread) else {
             return;
         };
-        let mut msg = Control::Stop { record_id, reason };
-        // Stop must get through: a full control queue is drained by the thread within a tick.
-        for _ in 0..100 {
-            match self.threads[t].send(msg) {
-                Ok(()) => return,
-                Err(back) => {
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+        // Stop must get through, but nobody may wait for it here (this runs on the SIP
+        // receive path and on the async tick): a full control queue keeps it for the next
+        // tick, by which time the media thread has drained its queue.
+        if let Err(back) = self.threads[t].send(Control::Stop { record_id, reason }) {
+            lock(&self.pending_stops).push((t, back));
+        }
+    }
+
+    /// Stops that found their media thread's queue full, tried again on every tick.
+    fn retry_stops(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending_stops));
+        for (t, msg) in pending {
+            if let Err(back) = self.threads[t].send(msg) {
+                lock(&self.pending_stops).push((t, back));
             }
         }
-        tracing::error!("media thread not taking a stop; the RTP timeout will end the recording");
     }
 
     fn sidecar(
@@ -456,6 +462,7 @@ impl RecordingService {
                     self.stop(record_id, reason);
                 }
             }
+            self.retry_stops();
             self.drain_reports(&mut out);
             out.append(&mut lock(&self.outgoing));
             for o in out {
@@ -485,6 +492,7 @@ impl RecordingService {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while !lock(&self.live).is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+            self.retry_stops();
             self.drain_reports(&mut Vec::new());
         }
         let pool = lock(&self.pool).take();
