@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint|stomp_frame|esl_frame|cdr_document|grid_request|campaign_request] [SECONDS]`.
+# Runs a cargo-fuzz target for a while: `scripts/fuzz.sh [sip_message|endpoint|stomp_frame|esl_frame|cdr_document|grid_request|campaign_request|rtp_packet|sdp_offer|siprec_body] [SECONDS]`.
 #
 # Targets: sip_message (framing, parser, typed headers, serialization round trip) and endpoint
 # (the whole sans-IO request path: guard, parse, digest, registrar, reply encoding) and
@@ -9,7 +9,9 @@
 # reconciliation and the CDR builder; seeded with the FreeSWITCH fixture CDRs) and
 # grid_request (the grid's query parameters and request types, and the outbox's reading of a
 # push answer) and campaign_request (the call-task, line, call-list and blacklist routes'
-# parameters).
+# parameters) and the recording server's inputs: rtp_packet (datagrams into the reorder buffer
+# and decoders), sdp_offer (offer parse and answer, which must parse back) and siprec_body
+# (multipart split and rs-metadata).
 # libFuzzer needs nightly compiler flags; on this project's stable toolchain RUSTC_BOOTSTRAP=1
 # unlocks them for the fuzz build only. Seeds live in fuzz/seeds; the corpus grows in
 # fuzz/corpus/<target> (not committed).

@@ -300,11 +300,11 @@ impl Reconciler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::switch::leg::{Hangup, HangupBy, LegDirection, LegKey, LegTimes};
 
-    fn leg(uuid: &str, call: &str, related: &[&str]) -> Leg {
+    pub(crate) fn leg(uuid: &str, call: &str, related: &[&str]) -> Leg {
         Leg {
             key: LegKey {
                 core_uuid: "core".into(),

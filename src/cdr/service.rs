@@ -686,3 +686,43 @@ pub fn parse_document(text: &[u8], limits: &CdrLimits) -> Result<RawCdr, CdrErro
         _ => raw_cdr::parse_json(text, limits),
     }
 }
+
+#[cfg(test)]
+mod recording_link_tests {
+    use super::RecordingLinks;
+    use crate::cdr::reconcile::tests::leg;
+
+    #[test]
+    fn legs_take_the_recording_named_by_uuid_call_uuid_or_call_id() {
+        let mut links = RecordingLinks::default();
+        links.link(&["fs-uuid-b".into(), "".into()], "r1");
+        links.link(&["sip-call-9".into()], "r2");
+        let mut legs = vec![
+            leg("fs-uuid-a", "call-1", &[]),
+            leg("fs-uuid-b", "call-1", &[]),
+            leg("fs-uuid-c", "call-2", &[]),
+            leg("fs-uuid-d", "call-3", &[]),
+        ];
+        legs[2].sip_call_id = Some("sip-call-9".into());
+        legs[3].recording = Some("from-switch".into());
+        links.fill(&mut legs);
+        let got: Vec<Option<&str>> = legs.iter().map(|l| l.recording.as_deref()).collect();
+        assert_eq!(got, vec![None, Some("r1"), Some("r2"), Some("from-switch")]);
+        // A link by the call uuid reaches every leg of the call.
+        links.link(&["call-1".into()], "r3");
+        let mut legs = vec![leg("x", "call-1", &[])];
+        links.fill(&mut legs);
+        assert_eq!(legs[0].recording.as_deref(), Some("r3"));
+    }
+
+    #[test]
+    fn links_are_bounded() {
+        let mut links = RecordingLinks::default();
+        for i in 0..RecordingLinks::MAX + 10 {
+            links.link(&[format!("c{i}")], "r");
+        }
+        assert_eq!(links.by_ref.len(), RecordingLinks::MAX);
+        assert!(!links.by_ref.contains_key("c0"));
+        assert!(links.by_ref.contains_key(&format!("c{}", RecordingLinks::MAX + 9)));
+    }
+}
