@@ -1247,3 +1247,72 @@ fn download_supports_range_requests() {
         Some(format!("bytes */{n}").as_str())
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// The recording id reaches the call's CDR (SRFMSGID)
+// ------------------------------------------------------------------------------------------
+
+/// FreeSWITCH forks a call to the recording URI with `{sip_h_X-Call-UUID=${uuid}}`; when the
+/// call's CDR is built (here from the real mod_json_cdr fixture of that call, posted to the
+/// CDR receiver), its records carry the recording id. Checked in the built records of the
+/// CDR store, i.e. what the grid push (话单, SRFMSGID) is made from.
+#[test]
+fn the_calls_cdr_carries_the_recording_id() {
+    const UUID: &str = "e3133bf7-dcde-4daf-9663-9a79ffcef5ad";
+    const CORE: &str = "651a8db2-4f67-4cf8-b622-169e8a482e50";
+    let d = start("[cdr]\nsettle_secs = 1\n");
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut call = RecCall::new(d.listeners.udp(), "record", "5550123");
+    let offer = sdp_offer(
+        "127.0.0.1".parse().unwrap(),
+        &[MediaLine::new(
+            rtp.local_addr().unwrap().port(),
+            &[PCMU, TEL_EVENT],
+        )],
+    );
+    let r = call
+        .invite(
+            &[("X-Call-UUID", UUID.to_string())],
+            "application/sdp",
+            offer.as_bytes(),
+        )
+        .unwrap_or_else(|| d.fail("no final answer to the recording INVITE"));
+    assert_eq!(r.code, 200, "{}", r.raw);
+    let id = recording_id(&r);
+
+    let doc = fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/freeswitch/cdr-inbound-answered-prepaid-2015.json"),
+    )
+    .unwrap();
+    let posted = mgmt::http_request(
+        d.listeners.http,
+        "POST",
+        &format!("/freeswitch/cdr?uuid={UUID}"),
+        &[("Content-Type".to_string(), "application/json".to_string())],
+        &doc,
+    )
+    .unwrap_or_else(|e| d.fail(&format!("POST CDR: {e}")));
+    assert_eq!(posted.status, 200, "CDR refused: {}", posted.body);
+
+    let db = d.state_dir.join("gridedge.db");
+    let call_key = format!("{CORE}/{UUID}");
+    let recordings = poll_until(Duration::from_secs(15), || {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        let mut stmt = conn
+            .prepare("SELECT record FROM call_records WHERE call_key = ?1")
+            .ok()?;
+        let rows: Vec<String> = stmt
+            .query_map([&call_key], |r| r.get(0))
+            .ok()?
+            .collect::<Result<_, _>>()
+            .ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .unwrap_or_else(|| d.fail("the call's CDR was not built"));
+    for rec in &recordings {
+        let v: Value = serde_json::from_str(rec).unwrap();
+        assert_eq!(v["recording"].as_str(), Some(id.as_str()), "{v}");
+    }
+    let _ = call.bye();
+}

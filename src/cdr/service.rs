@@ -723,6 +723,8 @@ mod recording_link_tests {
         }
         assert_eq!(links.by_ref.len(), RecordingLinks::MAX);
         assert!(!links.by_ref.contains_key("c0"));
-        assert!(links.by_ref.contains_key(&format!("c{}", RecordingLinks::MAX + 9)));
+        assert!(links
+            .by_ref
+            .contains_key(&format!("c{}", RecordingLinks::MAX + 9)));
     }
 }
