@@ -796,42 +796,7 @@ fn live_ports(p: &[u16]) -> Vec<u16> {
 
 /// Stamps `received`/`rport` like the registrar does and encodes.
 fn encode(resp: &Response, req: &Request, flow: &Flow) -> Vec<u8> {
-    let mut resp = resp.clone();
-    if let Some(top) = req.headers.get(&HeaderName::Via) {
-        if let Ok(mut vias) = crate::sip::header::parse_vias(std::iter::once(top)) {
-            if let Some(via) = vias.first_mut() {
-                let src_ip = flow.source.ip().to_string();
-                let sent_by = via.host.trim_start_matches('[').trim_end_matches(']');
-                if sent_by != src_ip {
-                    via.params.set("received", Some(&src_ip));
-                }
-                if via.params.contains("rport") {
-                    via.params
-                        .set("rport", Some(&flow.source.port().to_string()));
-                }
-                let value = vias
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut rebuilt = crate::sip::message::Headers::with_capacity(resp.headers.len());
-                let mut first = Some(value);
-                for (name, v) in resp.headers.iter() {
-                    if *name == HeaderName::Via {
-                        if let Some(stamped) = first.take() {
-                            rebuilt.push(HeaderName::Via, stamped);
-                            continue;
-                        }
-                    }
-                    rebuilt.push(name.clone(), v);
-                }
-                resp.headers = rebuilt;
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(768);
-    resp.write_to(&mut out);
-    out
+    crate::sip::endpoint::encode_reply(resp.clone(), req, flow)
 }
 
 #[cfg(test)]
@@ -955,11 +920,7 @@ mod tests {
         assert_eq!(again.reply.as_deref(), Some(&reply[..]));
         assert!(again.actions.is_empty());
 
-        let to_tag = NameAddr::parse(&header_of(&reply, "To").unwrap())
-            .unwrap()
-            .tag()
-            .unwrap()
-            .to_owned();
+        let to_tag = to_tag(&reply);
         let bye = request("BYE", 2, Some(&to_tag), "");
         assert!(u.claims(&bye));
         let o = u.handle(&bye, &flow(), now, &mut p, &|_| false);
@@ -1076,11 +1037,7 @@ mod tests {
         );
         let reply = o.reply.unwrap();
         let id = header_of(&reply, "X-Recording-Id").unwrap();
-        let tag = NameAddr::parse(&header_of(&reply, "To").unwrap())
-            .unwrap()
-            .tag()
-            .unwrap()
-            .to_owned();
+        let tag = to_tag(&reply);
         let pcma = SDP.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
         let o = u.handle(
             &request("INVITE", 2, Some(&tag), &pcma),
@@ -1172,11 +1129,7 @@ mod tests {
             &|_| false,
         );
         let reply = o.reply.unwrap();
-        let tag = NameAddr::parse(&header_of(&reply, "To").unwrap())
-            .unwrap()
-            .tag()
-            .unwrap()
-            .to_owned();
+        let tag = to_tag(&reply);
         let [MediaAction::Start { record_id, .. }] = &o.actions[..] else {
             panic!()
         };

@@ -253,41 +253,47 @@ impl Endpoint {
         h
     }
 
-    /// Stamps `received`/`rport` on the top Via (RFC 3261 §18.2.1, RFC 3581) and encodes.
-    ///
-    /// The reply always goes back to the packet's source address, as Kamailio's
-    /// `force_rport()` does: phones behind NAT are only reachable there, and answering anywhere
-    /// else would let a spoofed Via turn us into a reflector.
-    fn encode(&self, mut resp: Response, req: &Request, flow: &Flow) -> (Vec<u8>, SocketAddr) {
-        if let Some(top) = req.headers.get(&HeaderName::Via) {
-            if let Ok(mut vias) = parse_vias(std::iter::once(top)) {
-                if let Some(via) = vias.first_mut() {
-                    let src_ip = flow.source.ip().to_string();
-                    let sent_by = via.host.trim_start_matches('[').trim_end_matches(']');
-                    if sent_by != src_ip {
-                        via.params.set("received", Some(&src_ip));
-                    }
-                    if via.params.contains("rport") {
-                        via.params
-                            .set("rport", Some(&flow.source.port().to_string()));
-                    }
-                    let first = via.to_string();
-                    // The first Via header value may hold several comma-joined Vias; only the
-                    // topmost one is ours to stamp.
-                    let rest: Vec<String> = vias[1..].iter().map(ToString::to_string).collect();
-                    let mut value = first;
-                    for r in rest {
-                        value.push_str(", ");
-                        value.push_str(&r);
-                    }
-                    replace_first(&mut resp, value);
+    /// Stamps the top Via and encodes; see [`encode_reply`].
+    fn encode(&self, resp: Response, req: &Request, flow: &Flow) -> (Vec<u8>, SocketAddr) {
+        (encode_reply(resp, req, flow), flow.source)
+    }
+}
+
+/// Stamps `received`/`rport` on the top Via (RFC 3261 §18.2.1, RFC 3581) and encodes. Shared
+/// by every SIP application of the daemon (registrar, recording server).
+///
+/// The reply always goes back to the packet's source address, as Kamailio's `force_rport()`
+/// does: phones behind NAT are only reachable there, and answering anywhere else would let a
+/// spoofed Via turn us into a reflector.
+pub fn encode_reply(mut resp: Response, req: &Request, flow: &Flow) -> Vec<u8> {
+    if let Some(top) = req.headers.get(&HeaderName::Via) {
+        if let Ok(mut vias) = parse_vias(std::iter::once(top)) {
+            if let Some(via) = vias.first_mut() {
+                let src_ip = flow.source.ip().to_string();
+                let sent_by = via.host.trim_start_matches('[').trim_end_matches(']');
+                if sent_by != src_ip {
+                    via.params.set("received", Some(&src_ip));
                 }
+                if via.params.contains("rport") {
+                    via.params
+                        .set("rport", Some(&flow.source.port().to_string()));
+                }
+                let first = via.to_string();
+                // The first Via header value may hold several comma-joined Vias; only the
+                // topmost one is ours to stamp.
+                let rest: Vec<String> = vias[1..].iter().map(ToString::to_string).collect();
+                let mut value = first;
+                for r in rest {
+                    value.push_str(", ");
+                    value.push_str(&r);
+                }
+                replace_first(&mut resp, value);
             }
         }
-        let mut out = Vec::with_capacity(512);
-        resp.write_to(&mut out);
-        (out, flow.source)
     }
+    let mut out = Vec::with_capacity(512);
+    resp.write_to(&mut out);
+    out
 }
 
 /// Replaces the first Via value in place, keeping every header where it was.
