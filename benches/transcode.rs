@@ -100,6 +100,7 @@ fn spool(dir: &Path, n: usize, wav: &[u8]) {
             codec: "PCMA".into(),
             status: RecordingStatus::Complete,
             call_refs: vec![],
+            dtmf: vec![],
         };
         std::fs::write(
             sp.join(format!("{id}.json")),

@@ -1316,3 +1316,80 @@ fn the_calls_cdr_carries_the_recording_id() {
     }
     let _ = call.bye();
 }
+
+// ------------------------------------------------------------------------------------------
+// DTMF is metadata, not audio
+// ------------------------------------------------------------------------------------------
+
+/// An RFC 4733 key press in the middle of a call (its packets sharing one timestamp, the end
+/// packet sent three times, as senders do): the audio around it is recorded, the key press
+/// is listed once as metadata (side, offset, duration) with its key masked by default, and
+/// none of its packets is decoded as audio.
+#[test]
+fn dtmf_is_kept_as_masked_metadata() {
+    let d = start("");
+    let sock = rtp_socket();
+    let (mut call, _id, dst) = plain_call(&d, "5550100", sock.local_addr().unwrap().port());
+    let ssrc = 0x0d7f_0001;
+    let src = test_signal(8000, 2.0);
+    let mut audio = pcap::g711_packets(&src, false, ssrc, 100, 8000);
+    // After one second: digit 5 for 160 ms (8 updates of 20 ms, the last with E set, x3).
+    let at = 50;
+    let ts = 8000 + 160 * at as u32;
+    let mut dtmf = Vec::new();
+    for i in 1..=8u16 {
+        let end = i == 8;
+        let dur = (160 * i).to_be_bytes();
+        let payload = [5u8, if end { 0x80 | 10 } else { 10 }, dur[0], dur[1]];
+        for _ in 0..if end { 3 } else { 1 } {
+            dtmf.push(payload);
+        }
+    }
+    // Renumber: the audio after the key press follows the DTMF packets' sequence numbers.
+    let mut packets: Vec<Vec<u8>> = audio.drain(..at).collect();
+    let mut seq = 100 + at as u16;
+    for (i, p) in dtmf.iter().enumerate() {
+        // Every packet, repeats included, has its own sequence number; the repeats share
+        // the event's timestamp, which is how the receiver tells them apart from new events.
+        packets.push(pcap::rtp_packet(101, i == 0, seq, ts, ssrc, p));
+        seq = seq.wrapping_add(1);
+    }
+    for (k, p) in audio.into_iter().enumerate() {
+        let mut p = p;
+        let s = seq.wrapping_add(k as u16).to_be_bytes();
+        p[2] = s[0];
+        p[3] = s[1];
+        packets.push(p);
+    }
+    let sched: Vec<Timed> = packets
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Timed {
+            at_ms: 20 * i as u64,
+            data,
+        })
+        .collect();
+    play(&sock, dst, &sched);
+    bye_ok(&d, &mut call);
+    let entry = await_recording(&d, &call.call_id, "complete");
+    let marks = entry["dtmf"].as_array().cloned().unwrap_or_default();
+    assert_eq!(marks.len(), 1, "one key press: {entry}");
+    let m = &marks[0];
+    assert_eq!(m["side"], "customer", "{m}");
+    assert_eq!(m["key"], "x", "keys are masked by default: {m}");
+    let offset = m["offsetMs"].as_u64().unwrap_or(0);
+    assert!(
+        (900..=1300).contains(&offset),
+        "key press at {offset} ms: {m}"
+    );
+    let dur = m["durationMs"].as_u64().unwrap_or(0);
+    assert!(
+        (140..=180).contains(&dur),
+        "160 ms key press lasted {dur} ms: {m}"
+    );
+    assert!(
+        packets_metric(&d, "refused") == 0.0,
+        "{}",
+        recording_metrics(&d)
+    );
+}

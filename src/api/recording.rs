@@ -121,6 +121,12 @@ fn entry(r: &StoredRecording) -> Value {
         "durationMs": m.ended_ms.saturating_sub(m.started_ms),
         "codec": m.codec,
         "status": m.status.as_str(),
+        "dtmf": m.dtmf.iter().map(|d| json!({
+            "offsetMs": d.offset_ms,
+            "durationMs": d.duration_ms,
+            "side": d.side,
+            "key": d.key,
+        })).collect::<Vec<_>>(),
         "formats": r.files.iter().map(|f| json!({
             "format": f.format.name(),
             "size": f.size,

@@ -42,6 +42,10 @@ pub struct RecordingConfig {
     pub queue: usize,
     /// The default puts the customer left and the agent right (Amazon Connect's layout).
     pub swap_channels: bool,
+    /// Keep the keys of DTMF presses in the index. Off by default: they are often card
+    /// numbers or PINs, and the index is not encrypted; when, how long and which side are
+    /// kept either way.
+    pub dtmf_digits: bool,
 }
 
 impl Default for RecordingConfig {
@@ -63,6 +67,7 @@ impl Default for RecordingConfig {
             workers: 2,
             queue: 1_024,
             swap_channels: false,
+            dtmf_digits: false,
         }
     }
 }

@@ -29,7 +29,7 @@ use super::crypto::{Keyring, DEFAULT_CHUNK};
 use super::metrics::RecordingMetrics;
 use super::offer::{Role, SessionMeta};
 use super::ports::PortPool;
-use super::store::{RecordingMeta, RecordingStatus};
+use super::store::{DtmfMark, RecordingMeta, RecordingStatus};
 use super::transcode::{
     Format, TranscodeConfig, TranscodeJob, TranscodeMetrics, TranscodeOutcome, TranscodePool,
 };
@@ -405,6 +405,24 @@ impl RecordingService {
         }
     }
 
+    fn dtmf_mark(&self, d: &crate::media::recorder::RecordedDtmf) -> DtmfMark {
+        let side = match (d.channel, self.cfg.swap_channels) {
+            (Channel::Left, false) | (Channel::Right, true) => "customer",
+            _ => "agent",
+        };
+        let key = match (self.cfg.dtmf_digits, d.event.digit) {
+            (true, Some(c)) => c.to_string(),
+            (true, None) => format!("event {}", d.event.event),
+            (false, _) => "x".into(),
+        };
+        DtmfMark {
+            offset_ms: d.offset_ms,
+            duration_ms: d.event.duration_ms,
+            side: side.into(),
+            key,
+        }
+    }
+
     fn sidecar(
         &self,
         record_id: &RecordId,
@@ -429,6 +447,7 @@ impl RecordingService {
                 })
                 .collect(),
             call_refs: refs.to_vec(),
+            dtmf: Vec::new(),
             started_ms,
             ended_ms: started_ms,
             codec: meta.codec.map(|c| c.name().to_owned()).unwrap_or_default(),
@@ -540,6 +559,7 @@ impl RecordingService {
             match result {
                 Ok(summary) => {
                     meta.ended_ms = meta.started_ms + summary.duration_ms;
+                    meta.dtmf = summary.dtmf.iter().map(|d| self.dtmf_mark(d)).collect();
                     meta.status = if reason == EndReason::Shutdown {
                         RecordingStatus::Partial
                     } else {

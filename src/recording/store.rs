@@ -60,6 +60,21 @@ pub struct RecordingMeta {
     /// finds this recording. Kept in the sidecar, not in the index.
     #[serde(default)]
     pub call_refs: Vec<String>,
+    /// RFC 4733 key presses heard during the recording (metadata, never audio).
+    #[serde(default)]
+    pub dtmf: Vec<DtmfMark>,
+}
+
+/// One key press: when, how long, on which side, and the key, which is masked (`*`→`x`)
+/// unless `[recording] dtmf_digits` is on: digits typed during a call are often card numbers
+/// or PINs, and the index is not encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DtmfMark {
+    pub offset_ms: u64,
+    pub duration_ms: u32,
+    /// `customer` or `agent`.
+    pub side: String,
+    pub key: String,
 }
 
 impl RecordingMeta {
@@ -121,6 +136,7 @@ fn conv(col: usize, msg: String) -> rusqlite::Error {
 fn meta_row(r: &Row<'_>) -> rusqlite::Result<(RecordingMeta, u64)> {
     let participants: String = r.get(3)?;
     let status: String = r.get(7)?;
+    let dtmf: String = r.get(9)?;
     Ok((
         RecordingMeta {
             record_id: r.get(0)?,
@@ -134,13 +150,14 @@ fn meta_row(r: &Row<'_>) -> rusqlite::Result<(RecordingMeta, u64)> {
             status: RecordingStatus::parse(&status)
                 .ok_or_else(|| conv(7, format!("status {status:?}")))?,
             call_refs: Vec::new(),
+            dtmf: serde_json::from_str(&dtmf).map_err(|e| conv(9, format!("dtmf: {e}")))?,
         },
         r.get::<_, i64>(8)?.max(0) as u64,
     ))
 }
 
 const META_COLS: &str =
-    "record_id, call_id, agent, participants, started_ms, ended_ms, codec, status, created_ms";
+    "record_id, call_id, agent, participants, started_ms, ended_ms, codec, status, created_ms, dtmf";
 
 pub struct RecordingStore {
     store: Store,
@@ -164,13 +181,15 @@ impl RecordingStore {
     ) -> Result<(), StoreError> {
         let participants =
             serde_json::to_string(&meta.participants).unwrap_or_else(|_| "[]".into());
+        let dtmf = serde_json::to_string(&meta.dtmf).unwrap_or_else(|_| "[]".into());
         let tx = self.store.connection_mut().transaction()?;
         tx.execute(
-            "INSERT INTO recordings (record_id, call_id, agent, participants, started_ms, ended_ms, codec, status, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO recordings (record_id, call_id, agent, participants, started_ms, ended_ms, codec, status, created_ms, dtmf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (record_id) DO UPDATE SET call_id = excluded.call_id, agent = excluded.agent,
                participants = excluded.participants, started_ms = excluded.started_ms,
-               ended_ms = excluded.ended_ms, codec = excluded.codec, status = excluded.status",
+               ended_ms = excluded.ended_ms, codec = excluded.codec, status = excluded.status,
+               dtmf = excluded.dtmf",
             params![
                 meta.record_id,
                 meta.call_id,
@@ -180,7 +199,8 @@ impl RecordingStore {
                 ms(meta.ended_ms),
                 meta.codec,
                 meta.status.as_str(),
-                ms(now_ms)
+                ms(now_ms),
+                dtmf
             ],
         )?;
         for f in files {
@@ -344,6 +364,7 @@ pub(crate) mod tests {
             codec: "PCMA".into(),
             status: RecordingStatus::Complete,
             call_refs: vec![],
+            dtmf: vec![],
         }
     }
 

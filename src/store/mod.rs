@@ -270,7 +270,8 @@ const MIGRATIONS: &[&str] = &[
         ended_ms      INTEGER NOT NULL,
         codec         TEXT NOT NULL,
         status        TEXT NOT NULL CHECK (status IN ('complete', 'partial')),
-        created_ms    INTEGER NOT NULL
+        created_ms    INTEGER NOT NULL,
+        dtmf          TEXT NOT NULL DEFAULT '[]'
     ) WITHOUT ROWID;
     CREATE INDEX recordings_call ON recordings (call_id);
     CREATE INDEX recordings_ended ON recordings (ended_ms);
