@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
@@ -241,15 +241,7 @@ async fn serve(
     };
     let params = read_signed(&st.mgmt, peer, method, expected, headers, uri, body, limit).await?;
     let dialer = Arc::clone(&st.dialer);
-    tokio::task::spawn_blocking(move || execute(route, &dialer, &params))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; nothing was changed",
-            )
-        })?
+    super::mgmt::blocking(move || execute(route, &dialer, &params)).await
 }
 
 // ---- parameter parsing ------------------------------------------------------------------
@@ -981,6 +973,7 @@ fn execute(route: Route, d: &DialerService, p: &Params) -> Result<Value, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
         let body = form_urlencoded::Serializer::new(String::new())

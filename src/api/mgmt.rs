@@ -320,15 +320,21 @@ async fn serve(
     let agents = Arc::clone(&st.agents);
     let hub = Arc::clone(&st.hub);
     // Directory work blocks on SQLite.
-    tokio::task::spawn_blocking(move || execute(route, &agents, &hub, &params))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; nothing was changed",
-            )
-        })?
+    blocking(move || execute(route, &agents, &hub, &params)).await
+}
+
+/// Runs a route's store work on a blocking thread; a panic there is a 500 that changed
+/// nothing (every route's work is one transaction).
+pub(crate) async fn blocking(
+    f: impl FnOnce() -> Result<Value, ApiError> + Send + 'static,
+) -> Result<Value, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; nothing was changed",
+        )
+    })?
 }
 
 /// The part every seed 004 route shares: authentication (before anything else, so nobody

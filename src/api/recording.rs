@@ -16,7 +16,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::listener::Peer;
-use super::mgmt::{ok, read_signed, respond, ApiError, MgmtState};
+use super::mgmt::{blocking, ok, read_signed, respond, ApiError, MgmtState};
 use crate::recording::store::{RecordingStore, StoredRecording};
 
 pub const PATH: &str = "/gridedge/recordings";
@@ -75,7 +75,7 @@ async fn serve(
         return Err(ApiError::bad("missing parameter callId (or recordId)"));
     }
     let st = Arc::clone(st);
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let store = st.store.lock().unwrap_or_else(|e| e.into_inner());
         let rows = match (&record_id, &call_id) {
             (Some(id), _) => store
@@ -100,13 +100,6 @@ async fn serve(
         Ok(ok(Some(Value::Array(rows.iter().map(entry).collect()))))
     })
     .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; nothing was changed",
-        )
-    })?
 }
 
 fn entry(r: &StoredRecording) -> Value {

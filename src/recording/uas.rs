@@ -880,6 +880,11 @@ mod tests {
         }
     }
 
+    /// One request from the test SRC, with no known extension.
+    fn send(u: &mut Uas, p: &mut Counter, req: &Request, now: Now) -> Outcome {
+        u.handle(req, &flow(), now, p, &|_| false)
+    }
+
     fn status(o: &Outcome) -> u16 {
         o.status.unwrap()
     }
@@ -901,7 +906,7 @@ mod tests {
         let now = Now::system();
         let inv = request("INVITE", 1, None, SDP);
         assert!(u.claims(&inv));
-        let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        let o = send(&mut u, &mut p, &inv, now);
         assert_eq!(status(&o), 200);
         let reply = o.reply.unwrap();
         let id = header_of(&reply, "X-Recording-Id").unwrap();
@@ -916,14 +921,14 @@ mod tests {
         assert_eq!(streams[0].role, super::super::offer::Role::Customer);
 
         // A retransmitted INVITE gets the same answer and starts nothing.
-        let again = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        let again = send(&mut u, &mut p, &inv, now);
         assert_eq!(again.reply.as_deref(), Some(&reply[..]));
         assert!(again.actions.is_empty());
 
         let to_tag = to_tag(&reply);
         let bye = request("BYE", 2, Some(&to_tag), "");
         assert!(u.claims(&bye));
-        let o = u.handle(&bye, &flow(), now, &mut p, &|_| false);
+        let o = send(&mut u, &mut p, &bye, now);
         assert_eq!(status(&o), 200);
         assert!(matches!(
             &o.actions[..],
@@ -934,7 +939,7 @@ mod tests {
         ));
         assert!(p.out.is_empty(), "ports returned");
         // The dialog is gone: a second BYE is 481.
-        let o = u.handle(&bye, &flow(), now, &mut p, &|_| false);
+        let o = send(&mut u, &mut p, &bye, now);
         assert_eq!(status(&o), 481);
     }
 
@@ -962,65 +967,37 @@ mod tests {
         let mut p = pool();
         let now = Now::system();
         // Malformed SDP: 400, no dialog, no port kept.
-        let o = u.handle(
-            &request("INVITE", 1, None, "v=0\r\nm=audio x\r\n"),
-            &flow(),
-            now,
+        let o = send(
+            &mut u,
             &mut p,
-            &|_| false,
+            &request("INVITE", 1, None, "v=0\r\nm=audio x\r\n"),
+            now,
         );
         assert_eq!(status(&o), 400);
         // No codec we record: 488.
         let g729 = SDP.replace("RTP/AVP 0 101", "RTP/AVP 18");
-        let o = u.handle(
-            &request("INVITE", 1, None, &g729),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("INVITE", 1, None, &g729), now);
         assert_eq!(status(&o), 488);
         // No body: 488 (offerless INVITE).
-        let o = u.handle(
-            &request("INVITE", 1, None, ""),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("INVITE", 1, None, ""), now);
         assert_eq!(status(&o), 488);
         assert_eq!(u.active(), 0);
         assert!(p.out.is_empty());
         // Capacity: the second concurrent recording gets 503.
         assert_eq!(
-            status(&u.handle(
-                &request("INVITE", 1, None, SDP),
-                &flow(),
-                now,
-                &mut p,
-                &|_| false
-            )),
+            status(&send(&mut u, &mut p, &request("INVITE", 1, None, SDP), now)),
             200
         );
         let mut other = request("INVITE", 1, None, SDP);
         other.headers.set(HeaderName::CallId, "call-2");
-        assert_eq!(
-            status(&u.handle(&other, &flow(), now, &mut p, &|_| false)),
-            503
-        );
+        assert_eq!(status(&send(&mut u, &mut p, &other, now)), 503);
         // Unknown dialog: BYE and re-INVITE are 481.
         let mut bye = request("BYE", 5, Some("zz"), "");
         bye.headers.set(HeaderName::CallId, "nope");
-        assert_eq!(
-            status(&u.handle(&bye, &flow(), now, &mut p, &|_| false)),
-            481
-        );
+        assert_eq!(status(&send(&mut u, &mut p, &bye, now)), 481);
         let mut re = request("INVITE", 5, Some("zz"), SDP);
         re.headers.set(HeaderName::CallId, "nope");
-        assert_eq!(
-            status(&u.handle(&re, &flow(), now, &mut p, &|_| false)),
-            481
-        );
+        assert_eq!(status(&send(&mut u, &mut p, &re, now)), 481);
     }
 
     #[test]
@@ -1028,23 +1005,16 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(
-            &request("INVITE", 1, None, SDP),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("INVITE", 1, None, SDP), now);
         let reply = o.reply.unwrap();
         let id = header_of(&reply, "X-Recording-Id").unwrap();
         let tag = to_tag(&reply);
         let pcma = SDP.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
-        let o = u.handle(
-            &request("INVITE", 2, Some(&tag), &pcma),
-            &flow(),
-            now,
+        let o = send(
+            &mut u,
             &mut p,
-            &|_| false,
+            &request("INVITE", 2, Some(&tag), &pcma),
+            now,
         );
         assert_eq!(status(&o), 200);
         let r2 = o.reply.unwrap();
@@ -1065,7 +1035,7 @@ mod tests {
         let mut p = pool();
         let now = Now::system();
         let inv = request("INVITE", 1, None, SDP);
-        let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        let o = send(&mut u, &mut p, &inv, now);
         let ok = o.reply.unwrap();
         // CANCEL carries the INVITE's branch and CSeq number.
         let mut cancel = request("CANCEL", 1, None, "");
@@ -1073,17 +1043,11 @@ mod tests {
             HeaderName::Via,
             "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-1-INVITE;rport",
         );
-        assert_eq!(
-            status(&u.handle(&cancel, &flow(), now, &mut p, &|_| false)),
-            200
-        );
+        assert_eq!(status(&send(&mut u, &mut p, &cancel, now)), 200);
         // Unrelated CANCEL: 481.
         let mut stray = cancel.clone();
         stray.headers.set(HeaderName::CallId, "zzz");
-        assert_eq!(
-            status(&u.handle(&stray, &flow(), now, &mut p, &|_| false)),
-            481
-        );
+        assert_eq!(status(&send(&mut u, &mut p, &stray, now)), 481);
 
         // No ACK: 2xx at 0.5 s, 1.5 s, 3.5 s ..., then given up at 32 s with a BYE.
         let mut sent = 0;
@@ -1121,25 +1085,13 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(
-            &request("INVITE", 1, None, SDP),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("INVITE", 1, None, SDP), now);
         let reply = o.reply.unwrap();
         let tag = to_tag(&reply);
         let [MediaAction::Start { record_id, .. }] = &o.actions[..] else {
             panic!()
         };
-        u.handle(
-            &request("ACK", 1, Some(&tag), ""),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        send(&mut u, &mut p, &request("ACK", 1, Some(&tag), ""), now);
         let (out, _) = u.poll(now.instant + Duration::from_secs(5), &mut p);
         assert!(out.is_empty());
         let bye = u.end(record_id, &mut p).expect("BYE over UDP");
@@ -1177,32 +1129,14 @@ mod tests {
         let mut u = uas(10);
         let mut p = pool();
         let now = Now::system();
-        let o = u.handle(
-            &request("INVITE", 1, None, SDP2),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("INVITE", 1, None, SDP2), now);
         assert_eq!(status(&o), 200);
         assert_eq!(p.out.len(), 2);
         let tag = to_tag(&o.reply.unwrap());
         // The SRC drops the second stream by leaving its m= line out (not RFC 3264, but seen).
-        let o = u.handle(
-            &request("INVITE", 2, Some(&tag), SDP),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("INVITE", 2, Some(&tag), SDP), now);
         assert_eq!(status(&o), 200);
-        let o = u.handle(
-            &request("BYE", 3, Some(&tag), ""),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
+        let o = send(&mut u, &mut p, &request("BYE", 3, Some(&tag), ""), now);
         assert_eq!(status(&o), 200);
         assert_eq!(u.active(), 0);
         assert!(
@@ -1271,16 +1205,10 @@ mod tests {
         let mut p = pool();
         let now = Now::system();
         let inv = request("INVITE", 1, None, SDP);
-        let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        let o = send(&mut u, &mut p, &inv, now);
         let tag = to_tag(&o.reply.unwrap());
-        u.handle(
-            &request("BYE", 2, Some(&tag), ""),
-            &flow(),
-            now,
-            &mut p,
-            &|_| false,
-        );
-        let o = u.handle(&inv, &flow(), now, &mut p, &|_| false);
+        send(&mut u, &mut p, &request("BYE", 2, Some(&tag), ""), now);
+        let o = send(&mut u, &mut p, &inv, now);
         assert!(
             o.actions.is_empty(),
             "a stale retransmission started {:?}",
