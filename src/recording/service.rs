@@ -345,6 +345,8 @@ impl RecordingService {
                         .send(Control::Start(Box::new(start)))
                         .is_err()
                     {
+                        // Refused (500): no WAV will ever exist, so no sidecar may stay.
+                        let _ = std::fs::remove_file(self.spool.join(format!("{record_id}.json")));
                         return Err(record_id);
                     }
                     lock(&self.live).insert(
@@ -566,6 +568,13 @@ impl RecordingService {
                         RecordingStatus::Complete
                     };
                 }
+                Err(e) if !spool.exists() => {
+                    // The file could not even be created: there is nothing to keep, and a
+                    // sidecar without its WAV would only be an error at every start.
+                    tracing::error!(record_id = %record_id, error = %e, "recording file could not be created; nothing was recorded");
+                    let _ = std::fs::remove_file(spool.with_extension("json"));
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(record_id = %record_id, error = %e, "finalizing a recording failed; repairing it");
                     match crate::media::wav::repair(&spool) {
@@ -632,9 +641,8 @@ impl SipApplication for RecordingService {
                 "Server Internal Error (recording could not start)",
             );
             r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-            let mut bytes = Vec::new();
-            r.write_to(&mut bytes);
-            return Some((bytes, 500));
+            self.metrics.refused.with_label_values(&["500"]).inc();
+            return Some((crate::sip::endpoint::encode_reply(r, req, flow), 500));
         }
         out.reply.map(|r| (r, status))
     }
