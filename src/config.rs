@@ -27,6 +27,21 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// `Ok` when `v` is within `lo..=hi`, else the key and why: the check every section's
+/// `validate` makes of its numbers.
+pub fn check_range(
+    key: &'static str,
+    v: u64,
+    lo: u64,
+    hi: u64,
+) -> Result<(), (&'static str, String)> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err((key, format!("must be between {lo} and {hi}")))
+    }
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),

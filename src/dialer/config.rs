@@ -53,13 +53,7 @@ impl Default for DialerConfig {
 
 impl DialerConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let range = |key: &'static str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err((key, format!("must be between {lo} and {hi}")))
-            }
-        };
+        let range = crate::config::check_range;
         range("dialer.tick_ms", self.tick_ms, 10, 1_000)?;
         range("dialer.ring_timeout_secs", self.ring_timeout_secs, 1, 300)?;
         range("dialer.drop_ms", self.drop_ms, 100, 60_000)?;

@@ -53,13 +53,7 @@ impl Default for OutboxConfig {
 
 impl OutboxConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let range = |key: &'static str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err((key, format!("must be between {lo} and {hi}")))
-            }
-        };
+        let range = crate::config::check_range;
         range(
             "outbox.max_records",
             self.max_records as u64,

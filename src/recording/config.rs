@@ -74,13 +74,7 @@ impl Default for RecordingConfig {
 
 impl RecordingConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let range = |key: &'static str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err((key, format!("must be between {lo} and {hi}")))
-            }
-        };
+        let range = crate::config::check_range;
         if self.media_ip.is_unspecified() {
             // The SDP answer names this address; 0.0.0.0 there means "hold" (RFC 2543).
             return Err((

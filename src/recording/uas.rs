@@ -277,6 +277,10 @@ impl Uas {
         if code == 405 || code == 501 {
             r.headers.push(HeaderName::Allow, ALLOW);
         }
+        // Out of capacity or ports: a retry in a few seconds may well succeed.
+        if code == 503 {
+            r.headers.push(HeaderName::Other("Retry-After".into()), "5");
+        }
         Outcome {
             reply: Some(encode(&r, req, flow)),
             status: Some(code),
@@ -339,13 +343,7 @@ impl Uas {
             );
         }
         if self.dialogs.len() >= self.cfg.max_concurrent {
-            let mut r = reply_with_tag(req, 503, "Service Unavailable (recording capacity)");
-            r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-            return Outcome {
-                reply: Some(encode(&r, req, flow)),
-                status: Some(503),
-                actions: vec![],
-            };
+            return self.reply(req, flow, 503, "Service Unavailable (recording capacity)");
         }
         let offer = match ParsedOffer::read(
             header(req, &HeaderName::ContentType),
@@ -357,13 +355,7 @@ impl Uas {
         };
         let wanted = offer.wanted_streams();
         let Some(got) = ports.take(wanted.len()) else {
-            let mut r = reply_with_tag(req, 503, "Service Unavailable (no media ports)");
-            r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-            return Outcome {
-                reply: Some(encode(&r, req, flow)),
-                status: Some(503),
-                actions: vec![],
-            };
+            return self.reply(req, flow, 503, "Service Unavailable (no media ports)");
         };
         let mut by_line = vec![0u16; offer.line_count()];
         for (&i, &p) in wanted.iter().zip(&got) {
